@@ -1,0 +1,176 @@
+/**
+ * WGSL templates and the compute pipeline cache. Each op family has one Jinja template,
+ * `kernels/<name>.wgsl.jinja`, rendered with `@huggingface/jinja` from typed parameters (dtype,
+ * workgroup and tile sizes, fused epilogues). Shapes never enter a template: they travel in uniforms.
+ *
+ * @module
+ */
+import { Template } from "@huggingface/jinja";
+
+/** A template parameter value. */
+export type ParamValue = string | number | boolean;
+
+/** The typed cache key of a compute pipeline: the kernel family and its template parameters. */
+export interface PipelineKey<P extends { [k: string]: ParamValue } = { [k: string]: ParamValue }> {
+  /** The template's stem in `kernels/` (for example `elementwise`). */
+  kernel: string;
+  /** The template variables; every variant is one value of this object. */
+  params: P;
+}
+
+/**
+ * The canonical string of a pipeline key (parameters sorted by name).
+ *
+ * @example
+ * ```ts
+ * import { keyString } from "./kernel.ts";
+ * keyString({ kernel: "elementwise", params: { op: "add", dtype: "f32" } });
+ * // 'elementwise{dtype=f32,op=add}'
+ * ```
+ */
+export function keyString(key: PipelineKey): string {
+  const p = Object.keys(key.params).sort().map((k) => `${k}=${key.params[k]}`).join(",");
+  return `${key.kernel}{${p}}`;
+}
+
+const templateText = new Map<string, string>();
+const compiled = new Map<string, Template>();
+
+/** Where the kernel templates live (`kernels/` at the package root). */
+export const KERNELS_URL = new URL("../../kernels/", import.meta.url);
+
+/**
+ * Loads templates by stem, once per process; works for `file:` and `https:` package URLs.
+ *
+ * @example
+ * ```ts
+ * import { loadTemplates } from "./kernel.ts";
+ * await loadTemplates(["elementwise"]);
+ * ```
+ */
+export async function loadTemplates(names: readonly string[]): Promise<void> {
+  await Promise.all(names.filter((n) => !templateText.has(n)).map(async (name) => {
+    const url = new URL(`${name}.wgsl.jinja`, KERNELS_URL);
+    let text: string;
+    try {
+      const res = await fetch(url);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      text = await res.text();
+    } catch (e) {
+      throw new Error(`denoise: cannot read kernel template ${url.href}: ${(e as Error).message}`);
+    }
+    templateText.set(name, text);
+  }));
+}
+
+/**
+ * Renders a kernel template with its parameters (plus `enable_f16` when any dtype is f16).
+ *
+ * @example
+ * ```ts
+ * import { loadTemplates, renderKernel } from "./kernel.ts";
+ * await loadTemplates(["elementwise"]);
+ * const wgsl = renderKernel({ kernel: "elementwise", params: { op: "silu", dtype: "f32", wg: 256 } });
+ * ```
+ */
+export function renderKernel(key: PipelineKey): string {
+  const text = templateText.get(key.kernel);
+  if (text === undefined) {
+    throw new Error(
+      `denoise: kernel template "${key.kernel}" is not loaded; call loadTemplates(["${key.kernel}"])`,
+    );
+  }
+  let tpl = compiled.get(key.kernel);
+  if (!tpl) compiled.set(key.kernel, tpl = new Template(text));
+  const enableF16 = Object.values(key.params).includes("f16");
+  return tpl.render({ ...key.params, enable_f16: enableF16 });
+}
+
+/** A compiled pipeline and the rendered source it came from. */
+export interface CompiledKernel {
+  /** The compute pipeline (layout "auto", entry point `main`). */
+  pipeline: GPUComputePipeline;
+  /** The WGSL source the template rendered to. */
+  source: string;
+  /** The key's canonical string, used as label. */
+  label: string;
+  /** Resolves to an error message when the shader failed to compile, else `undefined`. */
+  check: Promise<string | undefined>;
+}
+
+/**
+ * Formats WGSL compilation messages with the template's name and the offending source lines.
+ *
+ * @example
+ * ```ts
+ * import { formatCompileErrors } from "./kernel.ts";
+ * formatCompileErrors("gemm{dtype=f32}", "fn main() {}", []);
+ * ```
+ */
+export function formatCompileErrors(
+  label: string,
+  source: string,
+  messages: readonly GPUCompilationMessage[],
+): string {
+  const lines = source.split("\n");
+  const parts = messages.map((m) => {
+    const row = m.lineNum > 0 ? lines[m.lineNum - 1] ?? "" : "";
+    const caret = m.linePos > 0 ? " ".repeat(m.linePos - 1) + "^" : "";
+    return `  line ${m.lineNum}:${m.linePos}: ${m.type}: ${m.message}\n` +
+      (row ? `    ${row}\n    ${caret}` : "");
+  });
+  const kernel = label.slice(0, label.indexOf("{"));
+  return `denoise: WGSL compile error in kernels/${kernel}.wgsl.jinja, rendered as ${label}:\n` +
+    parts.join("\n");
+}
+
+/**
+ * A cache of compiled compute pipelines keyed by {@link PipelineKey}.
+ *
+ * @example
+ * ```ts
+ * import { getGpu } from "./device.ts";
+ * import { loadTemplates, PipelineCache } from "./kernel.ts";
+ * await loadTemplates(["elementwise"]);
+ * const cache = new PipelineCache((await getGpu()).device);
+ * const k = cache.get({ kernel: "elementwise", params: { op: "silu", dtype: "f32", wg: 256 } });
+ * console.log(await k.check);
+ * ```
+ */
+export class PipelineCache {
+  #map = new Map<string, CompiledKernel>();
+
+  /** Creates an empty cache for `device`. */
+  constructor(readonly device: GPUDevice) {}
+
+  /** The number of pipelines compiled so far. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** Returns the compiled pipeline for `key`, compiling it on first use. */
+  get(key: PipelineKey): CompiledKernel {
+    const label = keyString(key);
+    const hit = this.#map.get(label);
+    if (hit) return hit;
+    const source = renderKernel(key);
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ code: source, label });
+    const pipeline = this.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+      label,
+    });
+    const scope = this.device.popErrorScope();
+    const check = (async () => {
+      const info = await module.getCompilationInfo();
+      const errors = info.messages.filter((m) => m.type === "error");
+      if (errors.length > 0) return formatCompileErrors(label, source, errors);
+      const err = await scope;
+      return err ? `denoise: pipeline ${label} failed validation: ${err.message}` : undefined;
+    })();
+    const entry = { pipeline, source, label, check };
+    this.#map.set(label, entry);
+    return entry;
+  }
+}

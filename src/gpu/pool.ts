@@ -1,0 +1,119 @@
+/**
+ * A GPU buffer pool: freed buffers are kept by size class and handed out again, so a diffusion loop
+ * allocates nothing after its first step. Reuse is stream-ordered: a buffer released while recorded
+ * commands still use it may be given to a later command of the same queue, which runs after them.
+ *
+ * @module
+ */
+
+/** Memory counters of a {@link BufferPool}, in bytes. */
+export interface PoolStats {
+  /** Bytes in buffers handed out and not yet released. */
+  inUseBytes: number;
+  /** The most `inUseBytes` has been since creation or the last `resetPeak()`. */
+  peakBytes: number;
+  /** Bytes held in free lists for reuse. */
+  pooledBytes: number;
+  /** Bytes of every live GPU buffer the pool owns (in use + pooled). */
+  totalBytes: number;
+}
+
+const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+
+/**
+ * Rounds a byte size up to its size class: multiples of 256 B up to 4 KiB, then four classes per
+ * power of two (at most 25 % slack).
+ *
+ * @example
+ * ```ts
+ * import { sizeClass } from "./pool.ts";
+ * sizeClass(5000); // 5120
+ * ```
+ */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(bytes, 4);
+  if (b <= 4096) return Math.ceil(b / 256) * 256;
+  const octave = 2 ** Math.floor(Math.log2(b));
+  const step = octave / 4;
+  return Math.ceil(b / step) * step;
+}
+
+/**
+ * A pool of storage buffers keyed by size class.
+ *
+ * @example
+ * ```ts
+ * import { BufferPool } from "./pool.ts";
+ * import { getGpu } from "./device.ts";
+ * const pool = new BufferPool((await getGpu()).device);
+ * const buf = pool.acquire(1024);
+ * pool.release(buf);
+ * console.log(pool.stats());
+ * ```
+ */
+export class BufferPool {
+  #free = new Map<number, GPUBuffer[]>();
+  #inUse = 0;
+  #peak = 0;
+  #pooled = 0;
+  #total = 0;
+
+  /** Creates a pool on `device`. */
+  constructor(readonly device: GPUDevice) {}
+
+  /** Returns a buffer of at least `bytes` bytes (usage STORAGE | COPY_SRC | COPY_DST). */
+  acquire(bytes: number): GPUBuffer {
+    const size = sizeClass(bytes);
+    const list = this.#free.get(size);
+    let buf = list?.pop();
+    if (buf) {
+      this.#pooled -= size;
+    } else {
+      const max = this.device.limits.maxBufferSize;
+      if (size > max) {
+        throw new Error(
+          `denoise: a ${bytes}-byte tensor exceeds this GPU's maxBufferSize (${max} bytes); ` +
+            "use a smaller image size or batch",
+        );
+      }
+      buf = this.device.createBuffer({ size, usage: USAGE, label: `pool-${size}` });
+      this.#total += size;
+    }
+    this.#inUse += size;
+    this.#peak = Math.max(this.#peak, this.#inUse);
+    return buf;
+  }
+
+  /** Returns a buffer to the pool for reuse. */
+  release(buf: GPUBuffer): void {
+    const size = buf.size;
+    this.#inUse -= size;
+    this.#pooled += size;
+    let list = this.#free.get(size);
+    if (!list) this.#free.set(size, list = []);
+    list.push(buf);
+  }
+
+  /** Destroys every pooled (free) buffer, giving the memory back to the driver. */
+  trim(): void {
+    for (const list of this.#free.values()) for (const b of list) b.destroy();
+    this.#total -= this.#pooled;
+    this.#pooled = 0;
+    this.#free.clear();
+  }
+
+  /** Starts a new peak measurement from the current in-use bytes. */
+  resetPeak(): void {
+    this.#peak = this.#inUse;
+  }
+
+  /** The pool's memory counters. */
+  stats(): PoolStats {
+    return {
+      inUseBytes: this.#inUse,
+      peakBytes: this.#peak,
+      pooledBytes: this.#pooled,
+      totalBytes: this.#total,
+    };
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * The runtime: one GPU device, its buffer pool, the pipeline cache, and the command recorder. Ops
+ * record dispatches into one command encoder; `flush()` submits them at once (a model step submits
+ * once), reading a tensor flushes first.
+ *
+ * @module
+ */
+import { assertNotLost, type DType, getGpu, type Gpu, type GpuOptions } from "./device.ts";
+import { type CompiledKernel, loadTemplates, PipelineCache, type PipelineKey } from "./kernel.ts";
+import { BufferPool } from "./pool.ts";
+import { Profiler } from "./profiler.ts";
+import { dtypeBytes, numel, Tensor } from "./tensor.ts";
+
+/** Every kernel template the package ships; loaded when a runtime is created. */
+export const KERNEL_TEMPLATES: string[] = ["elementwise"];
+
+/** One compute dispatch to record. */
+export interface Dispatch {
+  /** Which pipeline: kernel family + template parameters. */
+  key: PipelineKey;
+  /** Storage bindings 1…n, in the template's binding order. */
+  bindings: (Tensor | GPUBuffer)[];
+  /** The contents of the uniform at binding 0 (omit when the kernel has none). */
+  uniforms?: ArrayBufferView;
+  /** Workgroup counts [x, y, z]. */
+  grid: readonly number[];
+  /** Profiler label (op name and shape); defaults to the kernel name. */
+  label?: string;
+}
+
+/** Options for {@link Runtime.create}. */
+export interface RuntimeOptions extends GpuOptions {
+  /** Pre-created GPU context (otherwise the shared device, or `device`). */
+  gpu?: Gpu;
+}
+
+const UNIFORM_CHUNK = 65536;
+const QUERY_SET_SIZE = 4096;
+
+/** Splits a 1-D workgroup count over x and y so each stays within the per-dimension limit. */
+export function grid1d(workgroups: number, maxPerDim = 65535): [number, number, number] {
+  if (workgroups <= maxPerDim) return [Math.max(workgroups, 1), 1, 1];
+  const y = Math.ceil(workgroups / maxPerDim);
+  return [Math.ceil(workgroups / y), y, 1];
+}
+
+/**
+ * The denoise GPU runtime.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "./runtime.ts";
+ * const rt = await Runtime.create();
+ * const x = rt.upload(new Float32Array([1, -2, 3]), [3]);
+ * console.log(rt.gpu.adapterName, await x.read());
+ * ```
+ */
+export class Runtime {
+  /** The buffer pool tensors are allocated from. */
+  readonly pool: BufferPool;
+  /** Compiled pipelines by key. */
+  readonly cache: PipelineCache;
+  /** Attach a {@link Profiler} to time dispatches; `null` turns profiling off. */
+  profiler: Profiler | null = null;
+
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #pending: Promise<string | undefined>[] = [];
+  #seen = new WeakSet<CompiledKernel>();
+  #uniformChunks: { buffer: GPUBuffer; data: Uint8Array<ArrayBuffer> }[] = [];
+  #uniformChunk = 0;
+  #uniformCursor = 0;
+  #uniformAlign: number;
+  #queries: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] = [];
+  #dispatches = 0;
+
+  private constructor(readonly gpu: Gpu) {
+    this.pool = new BufferPool(gpu.device);
+    this.cache = new PipelineCache(gpu.device);
+    this.#uniformAlign = Math.max(gpu.limits.minUniformBufferOffsetAlignment, 16);
+  }
+
+  /** Creates a runtime on the shared (or given) device and loads the kernel templates. */
+  static async create(options: RuntimeOptions = {}): Promise<Runtime> {
+    const gpu = options.gpu ?? await getGpu(options);
+    await loadTemplates(KERNEL_TEMPLATES);
+    return new Runtime(gpu);
+  }
+
+  /** The device. */
+  get device(): GPUDevice {
+    return this.gpu.device;
+  }
+
+  /** The dtype activations use by default: f16 where the device has it, else f32. */
+  get preferredDType(): DType {
+    return this.gpu.hasF16 ? "f16" : "f32";
+  }
+
+  /** Dispatches recorded since creation. */
+  get dispatchCount(): number {
+    return this.#dispatches;
+  }
+
+  /** Checks that `dtype` is usable on this device. */
+  assertDType(dtype: DType): void {
+    if (dtype === "f16" && !this.gpu.hasF16) {
+      throw new Error(
+        `denoise: f16 needs the WebGPU feature shader-f16, which ${this.gpu.adapterName} lacks; use dtype "f32"`,
+      );
+    }
+  }
+
+  /** An uninitialised tensor from the pool. */
+  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    this.assertDType(dtype);
+    const buf = this.pool.acquire(Math.max(4, numel(shape) * dtypeBytes(dtype)));
+    return new Tensor(this, buf, [...shape], dtype);
+  }
+
+  /**
+   * Uploads host data as a tensor of `dtype` (default: f32). A `Uint16Array` holds f16 bits, or
+   * bf16 bits with `srcDType: "bf16"`.
+   */
+  upload(
+    data: Float32Array | Float16Array | Uint16Array,
+    shape: readonly number[],
+    options: { dtype?: DType; srcDType?: "f16" | "bf16" } = {},
+  ): Tensor {
+    const dtype = options.dtype ?? "f32";
+    const n = numel(shape);
+    if (data.length !== n) {
+      throw new Error(`denoise: upload of ${data.length} values into shape [${shape}] (${n})`);
+    }
+    const host = convertHost(data, dtype, options.srcDType ?? "f16");
+    const t = this.empty(shape, dtype);
+    this.#endPass();
+    if (this.#encoder) this.#submitRecorded();
+    const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);
+    const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
+    this.device.queue.writeBuffer(t.buffer, 0, padded);
+    return t;
+  }
+
+  /** Records one compute dispatch. */
+  dispatch(d: Dispatch): void {
+    assertNotLost(this.device);
+    const kernel = this.cache.get(d.key);
+    if (!this.#seen.has(kernel)) {
+      this.#seen.add(kernel);
+      this.#pending.push(kernel.check);
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (d.uniforms) entries.push({ binding: 0, resource: this.#uniform(d.uniforms) });
+    d.bindings.forEach((b, i) => {
+      const buffer = b instanceof Tensor ? b.buffer : b;
+      const size = b instanceof Tensor ? Math.ceil(b.byteSize / 4) * 4 : buffer.size;
+      entries.push({ binding: i + 1, resource: { buffer, size } });
+    });
+    const bindGroup = this.device.createBindGroup({
+      layout: kernel.pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const label = d.label ?? d.key.kernel;
+    const pass = this.#beginPass(label, d.key.kernel);
+    pass.setPipeline(kernel.pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(d.grid[0], d.grid[1] ?? 1, d.grid[2] ?? 1);
+    this.#dispatches++;
+    if (this.profiler && this.gpu.hasTimestamps) this.#endPass();
+  }
+
+  /** Records a buffer copy (`bytes` from the start of `src` to the start of `dst`). */
+  copy(src: Tensor, dst: Tensor, bytes = src.byteSize): void {
+    this.#endPass();
+    this.#encoder ??= this.device.createCommandEncoder();
+    this.#encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, Math.ceil(bytes / 4) * 4);
+  }
+
+  /** Submits everything recorded; rejects with the error if a kernel failed to compile. */
+  async flush(label = "submit"): Promise<void> {
+    const checks = this.#pending.splice(0);
+    const errors = (await Promise.all(checks)).filter((e): e is string => e !== undefined);
+    if (errors.length > 0) {
+      this.#encoder = null;
+      this.#pass = null;
+      this.#queries = [];
+      this.#uniformChunk = this.#uniformCursor = 0;
+      throw new Error(errors.join("\n"));
+    }
+    if (!this.#encoder) return;
+    const profiled = this.profiler && !this.gpu.hasTimestamps ? this.profiler : null;
+    const t0 = performance.now();
+    const queries = this.#submitRecorded();
+    if (profiled) {
+      profiled.mode = "wall";
+      await this.#wait(this.device.queue.onSubmittedWorkDone());
+      profiled.add({ label, kernel: "submit", ms: performance.now() - t0 });
+    }
+    if (queries.length > 0) await this.#readQueries(queries);
+  }
+
+  /** Submits and waits until the GPU has finished all work. */
+  async sync(): Promise<void> {
+    await this.flush();
+    await this.#wait(this.device.queue.onSubmittedWorkDone());
+  }
+
+  /** Copies a tensor to the CPU as float32 (submitting pending work first). */
+  async read(t: Tensor): Promise<Float32Array> {
+    const bytes = Math.ceil(t.byteSize / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.#endPass();
+    this.#encoder ??= this.device.createCommandEncoder();
+    this.#encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+    await this.flush();
+    await this.#wait(staging.mapAsync(GPUMapMode.READ));
+    const raw = staging.getMappedRange().slice(0);
+    staging.unmap();
+    staging.destroy();
+    if (t.dtype === "f32") return new Float32Array(raw, 0, t.size);
+    return Float32Array.from(new Float16Array(raw, 0, t.size));
+  }
+
+  /** Frees pooled buffers; in-use tensors stay valid. */
+  trim(): void {
+    this.pool.trim();
+  }
+
+  #beginPass(label: string, kernel: string): GPUComputePassEncoder {
+    this.#encoder ??= this.device.createCommandEncoder();
+    if (this.profiler && this.gpu.hasTimestamps) {
+      this.profiler.mode = "gpu";
+      let q = this.#queries.at(-1);
+      if (!q || q.labels.length * 2 >= QUERY_SET_SIZE) {
+        q = {
+          set: this.device.createQuerySet({ type: "timestamp", count: QUERY_SET_SIZE }),
+          labels: [],
+        };
+        this.#queries.push(q);
+      }
+      const i = q.labels.length;
+      q.labels.push({ label, kernel });
+      this.#pass = this.#encoder.beginComputePass({
+        timestampWrites: {
+          querySet: q.set,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i + 1,
+        },
+      });
+      return this.#pass;
+    }
+    this.#pass ??= this.#encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
+  }
+
+  #uniform(data: ArrayBufferView): GPUBufferBinding {
+    const size = Math.ceil(data.byteLength / 16) * 16;
+    if (size > UNIFORM_CHUNK) throw new Error(`denoise: uniform block of ${size} bytes is too big`);
+    if (this.#uniformCursor + size > UNIFORM_CHUNK) {
+      this.#uniformChunk++;
+      this.#uniformCursor = 0;
+    }
+    let chunk = this.#uniformChunks[this.#uniformChunk];
+    if (!chunk) {
+      chunk = {
+        buffer: this.device.createBuffer({
+          size: UNIFORM_CHUNK,
+          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        }),
+        data: new Uint8Array(UNIFORM_CHUNK),
+      };
+      this.#uniformChunks.push(chunk);
+    }
+    const offset = this.#uniformCursor;
+    chunk.data.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
+    this.#uniformCursor = Math.ceil((offset + size) / this.#uniformAlign) * this.#uniformAlign;
+    return { buffer: chunk.buffer, offset, size };
+  }
+
+  #submitRecorded(): { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] {
+    this.#endPass();
+    const encoder = this.#encoder!;
+    this.#encoder = null;
+    const queries = this.#queries.splice(0);
+    const resolved: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] = [];
+    for (const q of queries) {
+      const buf = this.device.createBuffer({
+        size: q.labels.length * 16,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      encoder.resolveQuerySet(q.set, 0, q.labels.length * 2, buf, 0);
+      (q as { resolve?: GPUBuffer }).resolve = buf;
+      resolved.push(q);
+    }
+    for (let i = 0; i <= this.#uniformChunk && i < this.#uniformChunks.length; i++) {
+      const c = this.#uniformChunks[i];
+      const used = i < this.#uniformChunk ? UNIFORM_CHUNK : this.#uniformCursor;
+      if (used > 0) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, used);
+    }
+    this.#uniformChunk = this.#uniformCursor = 0;
+    this.device.queue.submit([encoder.finish()]);
+    return resolved;
+  }
+
+  async #readQueries(queries: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[]) {
+    for (const q of queries) {
+      const src = (q as { resolve?: GPUBuffer }).resolve!;
+      const staging = this.device.createBuffer({
+        size: src.size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      const enc = this.device.createCommandEncoder();
+      enc.copyBufferToBuffer(src, 0, staging, 0, src.size);
+      this.device.queue.submit([enc.finish()]);
+      await this.#wait(staging.mapAsync(GPUMapMode.READ));
+      const ts = new BigUint64Array(staging.getMappedRange().slice(0));
+      staging.unmap();
+      q.labels.forEach((l, i) => {
+        const ns = Number(ts[2 * i + 1] - ts[2 * i]);
+        this.profiler?.add({ ...l, ms: Math.max(ns, 0) / 1e6 });
+      });
+      staging.destroy();
+      src.destroy();
+      q.set.destroy();
+    }
+  }
+
+  async #wait<T>(p: Promise<T>): Promise<T> {
+    const lost = this.device.lost.then((info) => {
+      throw new Error(
+        `denoise: the GPU device was lost (${info.reason}: ${info.message}); create a new runtime`,
+      );
+    });
+    return await Promise.race([p, lost]);
+  }
+}
+
+function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+  out.set(bytes);
+  return out;
+}
+
+/** Converts host data to the storage type of `dtype` (bf16 and f16 bits are decoded). */
+function convertHost(
+  data: Float32Array | Float16Array | Uint16Array,
+  dtype: DType,
+  bits: "f16" | "bf16",
+): Float32Array | Float16Array {
+  let src: Float32Array | Float16Array;
+  if (data instanceof Uint16Array) {
+    if (bits === "bf16") {
+      const f = new Float32Array(data.length);
+      const u = new Uint32Array(f.buffer);
+      for (let i = 0; i < data.length; i++) u[i] = data[i] << 16;
+      src = f;
+    } else {
+      src = new Float16Array(data.buffer, data.byteOffset, data.length);
+    }
+  } else {
+    src = data;
+  }
+  if (dtype === "f32") return src instanceof Float32Array ? src : Float32Array.from(src);
+  return src instanceof Float16Array ? src : Float16Array.from(src);
+}

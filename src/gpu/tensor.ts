@@ -1,0 +1,92 @@
+/**
+ * `Tensor`: a GPU buffer with a shape and a dtype. Created and read through a {@link Runtime}.
+ *
+ * @module
+ */
+import type { DType } from "./device.ts";
+import type { Runtime } from "./runtime.ts";
+
+/** Bytes per element of a dtype. */
+export function dtypeBytes(dtype: DType): number {
+  return dtype === "f16" ? 2 : 4;
+}
+
+/** The number of elements of a shape. */
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/**
+ * A tensor on the GPU: row-major (C order) storage of `shape` in `dtype`.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "./runtime.ts";
+ * const rt = await Runtime.create();
+ * const t = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]);
+ * console.log(await t.read()); // Float32Array [1, 2, 3, 4]
+ * t.dispose();
+ * ```
+ */
+export class Tensor {
+  #buffer: GPUBuffer | null;
+  readonly #owned: boolean;
+  #parent: Tensor | null;
+
+  /** Wraps `buffer`; `owned` tensors return it to the pool on `dispose()`. */
+  constructor(
+    readonly rt: Runtime,
+    buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    options: { owned?: boolean; parent?: Tensor } = {},
+  ) {
+    this.#buffer = buffer;
+    this.#owned = options.owned ?? true;
+    this.#parent = options.parent ?? null;
+  }
+
+  /** The number of elements. */
+  get size(): number {
+    return numel(this.shape);
+  }
+
+  /** The bytes the elements occupy (the buffer may be larger). */
+  get byteSize(): number {
+    return this.size * dtypeBytes(this.dtype);
+  }
+
+  /** Whether `dispose()` was called (on this tensor or the tensor it views). */
+  get disposed(): boolean {
+    return this.#buffer === null || (this.#parent?.disposed ?? false);
+  }
+
+  /** The GPU buffer; throws if the tensor was disposed. */
+  get buffer(): GPUBuffer {
+    if (this.disposed || !this.#buffer) {
+      throw new Error(`denoise: tensor [${this.shape}] was used after dispose()`);
+    }
+    return this.#buffer;
+  }
+
+  /** A tensor sharing this storage with another shape of the same element count. */
+  reshape(shape: readonly number[]): Tensor {
+    if (numel(shape) !== this.size) {
+      throw new Error(`denoise: cannot reshape [${this.shape}] (${this.size}) to [${shape}]`);
+    }
+    return new Tensor(this.rt, this.buffer, shape, this.dtype, { owned: false, parent: this });
+  }
+
+  /** Copies the values to the CPU (f16 is widened to f32). Submits pending work first. */
+  read(): Promise<Float32Array> {
+    return this.rt.read(this);
+  }
+
+  /** Frees the storage (stream-ordered: work already recorded still sees the data). */
+  dispose(): void {
+    if (this.#buffer && this.#owned) this.rt.pool.release(this.#buffer);
+    this.#buffer = null;
+  }
+}
