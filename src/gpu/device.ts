@@ -50,7 +50,7 @@ const RAISED_LIMITS = [
 ] as const;
 
 /** The message shown when no WebGPU adapter is found. */
-export const NO_ADAPTER_HELP = [
+export const NO_ADAPTER_HELP: string = [
   "denoise: no WebGPU adapter found.",
   "Install a GPU driver with Vulkan support, or, for the (slow) software adapter, Mesa's Vulkan",
   "drivers: `sudo apt-get install mesa-vulkan-drivers` and run with DENO_WEBGPU_BACKEND=vulkan.",
@@ -134,7 +134,9 @@ const lostState = new WeakMap<GPUDevice, { lost?: string }>();
 export function assertNotLost(device: GPUDevice): void {
   const lost = lostState.get(device)?.lost;
   if (lost) {
-    throw new Error(`denoise: the GPU device was lost (${lost}); create a new pipeline to continue`);
+    throw new Error(
+      `denoise: the GPU device was lost (${lost}); create a new pipeline to continue`,
+    );
   }
 }
 

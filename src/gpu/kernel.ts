@@ -49,18 +49,37 @@ export const KERNELS_URL = new URL("../../kernels/", import.meta.url);
  * ```
  */
 export async function loadTemplates(names: readonly string[]): Promise<void> {
-  await Promise.all(names.filter((n) => !templateText.has(n)).map(async (name) => {
-    const url = new URL(`${name}.wgsl.jinja`, KERNELS_URL);
-    let text: string;
-    try {
-      const res = await fetch(url);
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      text = await res.text();
-    } catch (e) {
-      throw new Error(`denoise: cannot read kernel template ${url.href}: ${(e as Error).message}`);
-    }
-    templateText.set(name, text);
-  }));
+  await Promise.all(
+    names.filter((n) => !templateText.has(n)).map(async (name) => {
+      const url = new URL(`${name}.wgsl.jinja`, KERNELS_URL);
+      let text: string;
+      try {
+        const res = await fetch(url);
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        text = await res.text();
+      } catch (e) {
+        throw new Error(
+          `denoise: cannot read kernel template ${url.href}: ${(e as Error).message}`,
+        );
+      }
+      templateText.set(name, text);
+    }),
+  );
+}
+
+/**
+ * Registers template text under a stem without reading a file (custom kernels, tests).
+ *
+ * @example
+ * ```ts
+ * import { registerTemplate } from "./kernel.ts";
+ * registerTemplate("fill", "@group(0) @binding(1) var<storage, read_write> y: array<f32>;\n" +
+ *   "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) i: vec3<u32>) { y[i.x] = 1.0; }");
+ * ```
+ */
+export function registerTemplate(name: string, text: string): void {
+  templateText.set(name, text);
+  compiled.delete(name);
 }
 
 /**

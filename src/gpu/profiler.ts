@@ -66,7 +66,9 @@ export class Profiler {
     const map = new Map<string, ProfileRow>();
     for (const e of this.entries) {
       let r = map.get(e.label);
-      if (!r) map.set(e.label, r = { label: e.label, kernel: e.kernel, count: 0, totalMs: 0, share: 0 });
+      if (!r) {
+        map.set(e.label, r = { label: e.label, kernel: e.kernel, count: 0, totalMs: 0, share: 0 });
+      }
       r.count++;
       r.totalMs += e.ms;
     }

@@ -8,7 +8,7 @@
 import { assertNotLost, type DType, getGpu, type Gpu, type GpuOptions } from "./device.ts";
 import { type CompiledKernel, loadTemplates, PipelineCache, type PipelineKey } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
-import { Profiler } from "./profiler.ts";
+import type { Profiler } from "./profiler.ts";
 import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 
 /** Every kernel template the package ships; loaded when a runtime is created. */
