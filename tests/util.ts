@@ -11,6 +11,23 @@ export const FIXTURES = new URL("./fixtures/", import.meta.url);
 /** The shared folder beside the checkout (`../shared`), which holds data that is never committed. */
 export const SHARED = new URL("../../shared/", import.meta.url);
 
+/**
+ * The folder of a tiny diffusers model: `tests/fixtures/models/<name>` when copied there (tiny-sd15),
+ * else `../shared/fixtures/models/<name>`; `undefined` (after printing why) when neither exists
+ * outside CI.
+ */
+export function modelDir(name: string): string | undefined {
+  const local = new URL(`models/${name}/model_index.json`, FIXTURES);
+  try {
+    Deno.statSync(local);
+    return decodeURIComponent(new URL(".", local).pathname).replace(/\/$/, "");
+  } catch {
+    const rel = `fixtures/models/${name}`;
+    if (!sharedAvailable(rel)) return undefined;
+    return decodeURIComponent(new URL(rel, SHARED).pathname);
+  }
+}
+
 /** Reads a fixture `.npy` file as float32, relative to `tests/fixtures/`. */
 export async function fixture(path: string): Promise<{ shape: number[]; data: Float32Array }> {
   const a = await readNpy(new URL(path, FIXTURES));

@@ -1,0 +1,222 @@
+/**
+ * Layout-agnostic weight loading: opens either a diffusers folder or a single-file checkpoint and
+ * yields each component's tensors under diffusers keys, so model loaders never see the layout.
+ * Host side only: the GPU upload lives elsewhere.
+ *
+ * @module
+ */
+import type {
+  AutoencoderKLConfig,
+  CLIPTextConfig,
+  SchedulerConfig,
+  TokenizerSettings,
+  UNet2DConditionConfig,
+} from "./configs.ts";
+import { detectCheckpoint, type Detection, type PredictionType } from "./detect.ts";
+import { type DiffusersFolder, openDiffusersFolder } from "./diffusers.ts";
+import { applyTransform, type Component, type KeyMapping, mapSingleFileKeys } from "./names.ts";
+import {
+  type Dtype,
+  filePath,
+  openSafetensors,
+  type SafetensorsFile,
+  toFloat32,
+} from "./safetensors.ts";
+
+/** The configs a model source provides. */
+export interface ModelConfigs {
+  /** U-Net config. */
+  unet: UNet2DConditionConfig;
+  /** VAE config. */
+  vae: AutoencoderKLConfig;
+  /** Text encoder config. */
+  text_encoder: CLIPTextConfig;
+  /** Scheduler config, when known. */
+  scheduler?: SchedulerConfig;
+  /** Tokenizer settings, when known. */
+  tokenizer?: TokenizerSettings | Record<string, unknown>;
+}
+
+/** A diffusers folder opened for loading. */
+export interface FolderSource {
+  /** Discriminant. */
+  kind: "diffusers";
+  /** The parsed folder. */
+  folder: DiffusersFolder;
+  /** Its configs. */
+  configs: ModelConfigs;
+}
+
+/** A single-file checkpoint opened for loading (holds the file open until closed). */
+export interface SingleFileSource {
+  /** Discriminant. */
+  kind: "single_file";
+  /** The open file. */
+  file: SafetensorsFile;
+  /** The key mapping to diffusers keys (with ignored and unknown keys). */
+  mapping: KeyMapping;
+  /** What the checkpoint was recognised as. */
+  detection: Detection;
+  /** The configs in use: the caller's, else the detected family's standard ones. */
+  configs: ModelConfigs;
+}
+
+/** Either layout. */
+export type ModelSource = FolderSource | SingleFileSource;
+
+/** Options for {@link openModelSource}. */
+export interface OpenModelOptions {
+  /** Configs to use for a single file (required when its family is not recognised). */
+  configs?: ModelConfigs;
+  /** Overrides the detected prediction type of a single file. */
+  predictionType?: PredictionType;
+  /** For folders: prefer `*.fp16.safetensors` weights. */
+  variant?: "fp16";
+}
+
+/** One loaded tensor under its diffusers key. */
+export interface LoadedTensor {
+  /** Shape, outermost axis first. */
+  shape: number[];
+  /** Element type of `data` (`F32` when read with `f32: true`). */
+  dtype: Dtype;
+  /** Raw little-endian bytes, or float32 values when read with `f32: true`. */
+  data: Uint8Array | Float32Array;
+}
+
+/** Folder keys that are constant buffers, not parameters (older transformers saved them). */
+const FOLDER_BUFFERS = new Set(["text_model.embeddings.position_ids"]);
+
+/**
+ * Opens a model for loading: a diffusers folder (with `model_index.json`) or a single
+ * `.safetensors` checkpoint in the CompVis/LDM layout, whose family is detected from its keys.
+ *
+ * @example
+ * ```ts
+ * import { closeModelSource, openModelSource, readComponent } from "./source.ts";
+ * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
+ * const unet = await readComponent(src, "unet", { f32: true });
+ * console.log(unet.get("conv_in.weight")?.shape); // [320, 4, 3, 3]
+ * closeModelSource(src);
+ * ```
+ */
+export async function openModelSource(
+  path: string | URL,
+  options: OpenModelOptions = {},
+): Promise<ModelSource> {
+  const p = filePath(path);
+  const info = await Deno.stat(p).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${p} does not exist: check the path (or download the model first)`);
+    }
+    throw e;
+  });
+  if (info.isDirectory) {
+    const folder = await openDiffusersFolder(p, { variant: options.variant });
+    const c = folder.configs;
+    return {
+      kind: "diffusers",
+      folder,
+      configs: {
+        unet: c.unet as UNet2DConditionConfig,
+        vae: c.vae as AutoencoderKLConfig,
+        text_encoder: c.text_encoder as CLIPTextConfig,
+        scheduler: c.scheduler as SchedulerConfig,
+        ...(c.tokenizer ? { tokenizer: c.tokenizer } : {}),
+      },
+    };
+  }
+  const file = await openSafetensors(p);
+  try {
+    const detection = detectCheckpoint(file.tensors, { predictionType: options.predictionType });
+    const configs = options.configs ?? detection.configs;
+    if (configs === undefined) {
+      throw new Error(
+        `${p}: not recognised as SD 1.x or SD 2.x (cross-attention width ` +
+          `${detection.crossAttentionDim ?? "unknown"}, text encoder ${detection.textEncoder}): ` +
+          `pass the model's configs explicitly with { configs: { unet, vae, text_encoder } }`,
+      );
+    }
+    const mapping = mapSingleFileKeys(file.tensors, {
+      unet: configs.unet,
+      vae: configs.vae,
+      textEncoder: configs.text_encoder,
+    });
+    return { kind: "single_file", file, mapping, detection, configs };
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+}
+
+/**
+ * Reads every tensor of one component under diffusers keys, from either layout. Each source byte
+ * range is read once (a fused q/k/v becomes three views of one buffer); with `f32: true` the data
+ * is widened to float32. Constant buffers such as `text_model.embeddings.position_ids` are left
+ * out.
+ *
+ * @example
+ * ```ts
+ * import { openModelSource, readComponent } from "./source.ts";
+ * const src = await openModelSource("models/tiny-sd15");
+ * const vae = await readComponent(src, "vae");
+ * for (const [key, t] of vae) console.log(key, t.dtype, t.shape);
+ * ```
+ */
+export async function readComponent(
+  source: ModelSource,
+  component: Component,
+  options: { f32?: boolean } = {},
+): Promise<Map<string, LoadedTensor>> {
+  const out = new Map<string, LoadedTensor>();
+  const convert = (bytes: Uint8Array, dtype: Dtype) =>
+    options.f32 ? { data: toFloat32(bytes, dtype), dtype: "F32" as Dtype } : { data: bytes, dtype };
+  if (source.kind === "diffusers") {
+    const file = await openSafetensors(source.folder.weights[component]);
+    try {
+      const names = [...file.tensors.entries()]
+        .filter(([k]) => !FOLDER_BUFFERS.has(k))
+        .sort((a, b) => a[1].byteOffset - b[1].byteOffset);
+      for (const [key, info] of names) {
+        out.set(key, { shape: info.shape.slice(), ...convert(await file.read(key), info.dtype) });
+      }
+    } finally {
+      file.close();
+    }
+    return out;
+  }
+  const { file, mapping } = source;
+  const bySource = new Map<string, typeof mapping.entries>();
+  for (const e of mapping.entries) {
+    if (e.target.component !== component) continue;
+    const list = bySource.get(e.source) ?? [];
+    list.push(e);
+    bySource.set(e.source, list);
+  }
+  const sources = [...bySource.keys()].sort((a, b) =>
+    file.tensors.get(a)!.byteOffset - file.tensors.get(b)!.byteOffset
+  );
+  for (const name of sources) {
+    const info = file.tensors.get(name)!;
+    const { data, dtype } = convert(await file.read(name), info.dtype);
+    for (const e of bySource.get(name)!) {
+      const t = applyTransform(data, info.shape, e.transform);
+      out.set(e.target.key, { shape: t.shape, dtype, data: t.data });
+    }
+  }
+  return out;
+}
+
+/**
+ * Releases a model source (closes a single file; a folder holds nothing open).
+ *
+ * @example
+ * ```ts
+ * import { closeModelSource, openModelSource } from "./source.ts";
+ * const src = await openModelSource("models/tiny-sd15");
+ * closeModelSource(src);
+ * ```
+ */
+export function closeModelSource(source: ModelSource): void {
+  if (source.kind === "single_file") source.file.close();
+}
