@@ -1,0 +1,193 @@
+/**
+ * Strict parameter import onto the GPU. A model's constructor asks a {@link ParamScope} for every
+ * parameter by its diffusers key and expected shape; each one is uploaded in the model's dtype, and
+ * `finish()` throws one error naming every missing key and wrong shape, and returns the unused keys.
+ *
+ * @module
+ */
+import type { DType } from "../gpu/device.ts";
+import type { Runtime } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import type { LoadedTensor } from "../weights/source.ts";
+import { type ShapeMismatch, StrictImportError } from "../weights/strict.ts";
+
+/**
+ * Uploads one host tensor (F32, F16 or BF16 bytes, or float32 values) as `dtype`.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { uploadLoaded } from "./params.ts";
+ * const rt = await Runtime.create();
+ * const t = uploadLoaded(rt, { shape: [2], dtype: "F32", data: new Float32Array([1, 2]) }, "f32");
+ * ```
+ */
+export function uploadLoaded(rt: Runtime, t: LoadedTensor, dtype: DType): Tensor {
+  const d = t.data;
+  if (d instanceof Float32Array) return rt.upload(d, t.shape, { dtype });
+  switch (t.dtype) {
+    case "F32":
+      return rt.upload(new Float32Array(d.buffer, d.byteOffset, d.byteLength / 4), t.shape, {
+        dtype,
+      });
+    case "F16":
+      return rt.upload(new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), t.shape, {
+        dtype,
+      });
+    case "BF16":
+      return rt.upload(new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), t.shape, {
+        dtype,
+        srcDType: "bf16",
+      });
+    default:
+      throw new Error(`denoise: a ${t.dtype} tensor cannot be a floating-point parameter`);
+  }
+}
+
+/**
+ * The parameters of one component (`unet`, `vae`, `text_encoder`), taken by key.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { ParamStore } from "./params.ts";
+ * const rt = await Runtime.create();
+ * const tensors = new Map([["proj.weight", { shape: [2, 2], dtype: "F32" as const, data: new Float32Array(4) }]]);
+ * const store = new ParamStore(rt, tensors, { dtype: "f32", component: "demo" });
+ * const w = store.scope("proj").take("weight", [2, 2]);
+ * store.finish(); // [] (no unused keys)
+ * ```
+ */
+export class ParamStore {
+  readonly #used = new Set<string>();
+  readonly #missing: string[] = [];
+  readonly #mismatched: ShapeMismatch[] = [];
+  readonly #owned: Tensor[] = [];
+  /** The dtype parameters are uploaded in. */
+  readonly dtype: DType;
+  /** The component's name, used in errors. */
+  readonly component: string;
+
+  /** Wraps the host tensors of one component. */
+  constructor(
+    readonly rt: Runtime,
+    readonly tensors: ReadonlyMap<string, LoadedTensor>,
+    options: { dtype: DType; component: string },
+  ) {
+    this.dtype = options.dtype;
+    this.component = options.component;
+  }
+
+  /** A scope whose keys start with `prefix.` (or the root with `""`). */
+  scope(prefix = ""): ParamScope {
+    return new ParamScope(this, prefix);
+  }
+
+  /** Takes the parameter `key` of `shape`; a problem is recorded and reported by `finish()`. */
+  take(key: string, shape: readonly number[], options: { dtype?: DType } = {}): Tensor {
+    const found = this.tensors.get(key);
+    const dtype = options.dtype ?? this.dtype;
+    if (!found) {
+      this.#missing.push(key);
+      return this.#keep(this.rt.empty(shape, dtype));
+    }
+    this.#used.add(key);
+    if (found.shape.length !== shape.length || found.shape.some((d, i) => d !== shape[i])) {
+      this.#mismatched.push({ key, expected: [...shape], found: found.shape.slice() });
+      return this.#keep(this.rt.empty(shape, dtype));
+    }
+    return this.#keep(uploadLoaded(this.rt, found, dtype));
+  }
+
+  /** Host values of a parameter as float32 (for CPU-side use such as embedding tables). */
+  hostF32(key: string, shape: readonly number[]): Float32Array {
+    const found = this.tensors.get(key);
+    if (!found) {
+      this.#missing.push(key);
+      return new Float32Array(shape.reduce((a, b) => a * b, 1));
+    }
+    this.#used.add(key);
+    if (found.shape.length !== shape.length || found.shape.some((d, i) => d !== shape[i])) {
+      this.#mismatched.push({ key, expected: [...shape], found: found.shape.slice() });
+      return new Float32Array(shape.reduce((a, b) => a * b, 1));
+    }
+    const d = found.data;
+    if (d instanceof Float32Array) return d;
+    if (found.dtype === "F32") {
+      return new Float32Array(d.buffer, d.byteOffset, d.byteLength / 4).slice();
+    }
+    const u = new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2);
+    if (found.dtype === "F16") {
+      return Float32Array.from(new Float16Array(u.buffer, u.byteOffset, u.length));
+    }
+    const out = new Float32Array(u.length);
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < u.length; i++) bits[i] = u[i] << 16;
+    return out;
+  }
+
+  /**
+   * Ends the import: throws {@link StrictImportError} (freeing what was uploaded) when any key was
+   * missing or had the wrong shape; otherwise returns the checkpoint keys nothing used.
+   */
+  finish(): string[] {
+    const unused = [...this.tensors.keys()].filter((k) => !this.#used.has(k));
+    if (this.#missing.length > 0 || this.#mismatched.length > 0) {
+      this.dispose();
+      throw new StrictImportError(this.component, {
+        missing: this.#missing,
+        mismatched: this.#mismatched,
+        unused,
+      });
+    }
+    return unused;
+  }
+
+  /** Frees every tensor this store uploaded. */
+  dispose(): void {
+    for (const t of this.#owned) t.dispose();
+    this.#owned.length = 0;
+  }
+
+  #keep(t: Tensor): Tensor {
+    this.#owned.push(t);
+    return t;
+  }
+}
+
+/**
+ * A key prefix inside a {@link ParamStore}: `scope.child("resnets").child(0).take("weight", …)`
+ * takes `resnets.0.weight` under the scope's prefix.
+ *
+ * @example
+ * ```ts
+ * import type { ParamStore } from "./params.ts";
+ * declare const store: ParamStore;
+ * const norm = store.scope("down_blocks.0").child("resnets").child(0).child("norm1");
+ * norm.key("weight"); // "down_blocks.0.resnets.0.norm1.weight"
+ * ```
+ */
+export class ParamScope {
+  /** Creates a scope; prefer `store.scope(prefix)`. */
+  constructor(readonly store: ParamStore, readonly prefix: string) {}
+
+  /** The full key of `name` in this scope. */
+  key(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name;
+  }
+
+  /** A nested scope. */
+  child(name: string | number): ParamScope {
+    return new ParamScope(this.store, this.key(String(name)));
+  }
+
+  /** Takes a parameter of this scope (see {@link ParamStore.take}). */
+  take(name: string, shape: readonly number[], options: { dtype?: DType } = {}): Tensor {
+    return this.store.take(this.key(name), shape, options);
+  }
+
+  /** Whether the checkpoint has `name` in this scope (for optional parameters). */
+  has(name: string): boolean {
+    return this.store.tensors.has(this.key(name));
+  }
+}
