@@ -1,0 +1,163 @@
+/**
+ * DDIM (Song et al., 2020) as diffusers 0.30.3's `DDIMScheduler`: deterministic at `eta` 0,
+ * drawing one Gaussian per step when `eta` > 0.
+ *
+ * @module
+ */
+import {
+  type BufferName,
+  checkIndex,
+  checkSteps,
+  checkTimesteps,
+  ConfigReader,
+  lincomb,
+  noiseSchedule,
+  type PlanOp,
+  predictionType,
+  type Scheduler,
+  type SchedulerConfig,
+  spacing,
+  type StepPlan,
+  type StepsOptions,
+  timestepGrid,
+} from "./common.ts";
+
+/**
+ * diffusers' `DDIMScheduler` defaults.
+ *
+ * @example
+ * ```ts
+ * import { DDIM_DEFAULTS } from "./ddim.ts";
+ * console.log(DDIM_DEFAULTS.clip_sample); // true: SD configs set it false
+ * ```
+ */
+export const DDIM_DEFAULTS: Readonly<Record<string, unknown>> = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: "linear",
+  trained_betas: null,
+  clip_sample: true,
+  set_alpha_to_one: true,
+  steps_offset: 0,
+  prediction_type: "epsilon",
+  thresholding: false,
+  timestep_spacing: "leading",
+  rescale_betas_zero_snr: false,
+};
+
+/**
+ * Options of {@link DDIMScheduler}.
+ *
+ * @example
+ * ```ts
+ * import type { DdimOptions } from "./ddim.ts";
+ * const o: DdimOptions = { steps: 50, eta: 0 };
+ * ```
+ */
+export interface DdimOptions extends StepsOptions {
+  /** The DDIM η: 0 (default) is deterministic, 1 is DDPM-like. */
+  eta?: number;
+}
+
+/**
+ * The DDIM scheduler.
+ *
+ * @example
+ * ```ts
+ * import { DDIMScheduler } from "./ddim.ts";
+ * const s = new DDIMScheduler({
+ *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", clip_sample: false,
+ *   set_alpha_to_one: false, steps_offset: 1,
+ * }, { steps: 4 });
+ * console.log(s.timesteps); // [751, 501, 251, 1]
+ * const plan = s.step(0); // prev_sample = a·sample + b·model_output
+ * ```
+ */
+export class DDIMScheduler implements Scheduler {
+  /** Which scheduler this is. */
+  readonly kind = "ddim" as const;
+  /** The timesteps, descending integers. */
+  readonly timesteps: number[];
+  /** Always 1. */
+  readonly initNoiseSigma = 1;
+  /** ᾱ_t, float32 values. */
+  readonly alphasCumprod: Float64Array;
+  /** `prev_sample`, plus `noise` when η > 0. */
+  readonly buffers: BufferName[];
+  /** The effective config. */
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly #pred: "epsilon" | "v_prediction";
+  readonly #eta: number;
+  readonly #ratio: number;
+  readonly #finalAlpha: number;
+  #next = 0;
+
+  /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
+  constructor(config: SchedulerConfig, options: DdimOptions) {
+    const r = new ConfigReader("DDIMScheduler", DDIM_DEFAULTS, config);
+    r.refuse("clip_sample", "set it false as SD checkpoints do (x0 clamping is not linear)");
+    r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
+    this.#pred = predictionType(r);
+    const { train, alphasCumprod } = noiseSchedule(r);
+    const steps = checkSteps("DDIMScheduler", options.steps, train);
+    const eta = options.eta ?? 0;
+    if (typeof eta !== "number" || !(eta >= 0) || !Number.isFinite(eta)) {
+      throw new RangeError(`DDIMScheduler: eta must be a finite number ≥ 0, got ${eta}`);
+    }
+    this.#eta = eta;
+    this.alphasCumprod = alphasCumprod;
+    this.timesteps = checkTimesteps(
+      "DDIMScheduler",
+      timestepGrid(spacing(r), train, steps, {
+        stepsOffset: r.int("steps_offset"),
+        roundLinspace: true,
+      }),
+      train,
+    );
+    this.#ratio = Math.floor(train / steps);
+    this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
+    this.buffers = eta > 0 ? ["prev_sample", "noise"] : ["prev_sample"];
+    this.config = r.values;
+  }
+
+  /** DDIM does not scale the U-Net input. */
+  scaleModelInput(_index: number): number {
+    return 1;
+  }
+
+  /** The DDIM update after U-Net call `index` (diffusers' `step`, formulas (12) and (16)). */
+  step(index: number): StepPlan {
+    checkIndex("DDIMScheduler", index, this.#next, this.timesteps.length);
+    this.#next++;
+    const t = this.timesteps[index];
+    const prev = t - this.#ratio;
+    const at = this.alphasCumprod[t];
+    const ap = prev >= 0 ? this.alphasCumprod[prev] : this.#finalAlpha;
+    const bt = 1 - at;
+    // x0 and ε as [coef of sample, coef of model_output]
+    const [x0, eps] = this.#pred === "epsilon"
+      ? [[1 / Math.sqrt(at), -Math.sqrt(bt) / Math.sqrt(at)], [0, 1]]
+      : [[Math.sqrt(at), -Math.sqrt(bt)], [Math.sqrt(bt), Math.sqrt(at)]];
+    const variance = ((1 - ap) / bt) * (1 - at / ap);
+    const std = this.#eta * Math.sqrt(variance);
+    const dir = Math.sqrt(1 - ap - std * std);
+    const sa = Math.sqrt(ap);
+    const ops: PlanOp[] = [];
+    const terms: [BufferName, number][] = [
+      ["sample", sa * x0[0] + dir * eps[0]],
+      ["model_output", sa * x0[1] + dir * eps[1]],
+    ];
+    if (this.#eta > 0) {
+      ops.push({ op: "randn", dst: "noise" });
+      terms.push(["noise", std]);
+    }
+    ops.push(lincomb("prev_sample", terms));
+    return { ops, output: "prev_sample" };
+  }
+
+  /** Starts the step sequence over. */
+  reset(): void {
+    this.#next = 0;
+  }
+}
