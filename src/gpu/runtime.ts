@@ -12,7 +12,10 @@ import type { Profiler } from "./profiler.ts";
 import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 
 /** Every kernel template the package ships; loaded when a runtime is created. */
-export const KERNEL_TEMPLATES: string[] = ["elementwise"];
+export const KERNEL_TEMPLATES: string[] = [
+  "elementwise",
+  "gemm",
+];
 
 /** One compute dispatch to record. */
 export interface Dispatch {
@@ -170,11 +173,26 @@ export class Runtime {
     if (this.profiler && this.gpu.hasTimestamps) this.#endPass();
   }
 
-  /** Records a buffer copy (`bytes` from the start of `src` to the start of `dst`). */
-  copy(src: Tensor, dst: Tensor, bytes = src.byteSize): void {
+  /**
+   * Records a buffer copy of `bytes` (default: all of `src`) from byte `srcOffset` of `src` to byte
+   * `dstOffset` of `dst`; offsets and sizes must be multiples of 4.
+   */
+  copy(
+    src: Tensor,
+    dst: Tensor,
+    options: { srcOffset?: number; dstOffset?: number; bytes?: number } = {},
+  ): void {
+    const { srcOffset = 0, dstOffset = 0 } = options;
+    const bytes = options.bytes ?? Math.ceil(src.byteSize / 4) * 4;
+    if ((srcOffset | dstOffset | bytes) % 4 !== 0) {
+      throw new Error(`denoise: copy offsets and size must be multiples of 4 bytes`);
+    }
+    if (srcOffset + bytes > src.buffer.size || dstOffset + bytes > dst.buffer.size) {
+      throw new Error(`denoise: copy of ${bytes} bytes runs past the end of a tensor`);
+    }
     this.#endPass();
     this.#encoder ??= this.device.createCommandEncoder();
-    this.#encoder.copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, Math.ceil(bytes / 4) * 4);
+    this.#encoder.copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
   }
 
   /** Submits everything recorded; rejects with the error if a kernel failed to compile. */
