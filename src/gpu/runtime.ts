@@ -15,6 +15,7 @@ import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 export const KERNEL_TEMPLATES: string[] = [
   "elementwise",
   "gemm",
+  "conv2d",
 ];
 
 /** One compute dispatch to record. */
