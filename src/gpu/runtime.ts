@@ -16,6 +16,7 @@ export const KERNEL_TEMPLATES: string[] = [
   "elementwise",
   "gemm",
   "conv2d",
+  "vae_ops",
 ];
 
 /** One compute dispatch to record. */

@@ -1,0 +1,437 @@
+/**
+ * The building blocks of the VAE (diffusers' `AutoencoderKL`): `ResnetBlock2D` without time
+ * embedding, the single-head spatial self-attention of the mid block, `UNetMidBlock2D`,
+ * `Downsample2D` (stride-2 conv after diffusers' asymmetric zero padding), `Upsample2D` (nearest
+ * 2× then conv, fused), `DownEncoderBlock2D`, `UpDecoderBlock2D`, and the diagonal Gaussian
+ * posterior (`mean`, clamped `logvar`, `std`). Activations are NCHW `[B, C, H, W]`; each
+ * `forward` records ops and never flushes.
+ *
+ * @module
+ */
+import { grid1d } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { attention } from "../ops/attention.ts";
+import { nchwToTokens, tokensToNchw } from "../ops/layout.ts";
+import { Conv2d, GroupNorm, Linear } from "./layers.ts";
+import type { ParamScope } from "./params.ts";
+
+/**
+ * The GroupNorm epsilon of every VAE block (diffusers hard-codes `resnet_eps=1e-6`).
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { GroupNorm } from "./layers.ts";
+ * import { VAE_EPS } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const norm = new GroupNorm(scope.child("conv_norm_out"), 32, 128, VAE_EPS);
+ * ```
+ */
+export const VAE_EPS = 1e-6;
+
+/**
+ * Receives internal activations by diffusers module path (`decoder.up_blocks.0`,
+ * `post_quant_conv`, …), as the U-Net's `capture`: the model frees `t` afterwards, so copy what
+ * you keep (`rt.copy`).
+ */
+export type CaptureFn = (name: string, t: Tensor) => void;
+
+/**
+ * `ResnetBlock2D` without time embedding: `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the
+ * skip through a 1×1 `conv_shortcut` when the channel count changes.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { ResnetBlock2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const block = new ResnetBlock2D(scope.child("resnets").child(0), 64, 32, { groups: 32 });
+ * ```
+ */
+export class ResnetBlock2D {
+  /** GroupNorm over the input channels. */
+  readonly norm1: GroupNorm;
+  /** 3×3 conv, in → out channels. */
+  readonly conv1: Conv2d;
+  /** GroupNorm over the output channels. */
+  readonly norm2: GroupNorm;
+  /** 3×3 conv, out → out channels. */
+  readonly conv2: Conv2d;
+  /** 1×1 conv on the skip path, when in ≠ out channels. */
+  readonly conv_shortcut?: Conv2d;
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(
+    scope: ParamScope,
+    readonly inChannels: number,
+    readonly outChannels: number,
+    options: { groups: number; eps?: number },
+  ) {
+    const eps = options.eps ?? VAE_EPS;
+    this.norm1 = new GroupNorm(scope.child("norm1"), options.groups, inChannels, eps);
+    this.conv1 = new Conv2d(scope.child("conv1"), inChannels, outChannels, 3, { padding: 1 });
+    this.norm2 = new GroupNorm(scope.child("norm2"), options.groups, outChannels, eps);
+    this.conv2 = new Conv2d(scope.child("conv2"), outChannels, outChannels, 3, { padding: 1 });
+    if (inChannels !== outChannels) {
+      this.conv_shortcut = new Conv2d(scope.child("conv_shortcut"), inChannels, outChannels, 1);
+    }
+  }
+
+  /** The block on `x` `[B, Cin, H, W]` (left intact) → `[B, Cout, H, W]`. */
+  forward(x: Tensor): Tensor {
+    const h1 = this.norm1.forward(x, { silu: true }); // [B, Cin, H, W]
+    const h2 = this.conv1.forward(h1); // [B, Cout, H, W]
+    h1.dispose();
+    const h3 = this.norm2.forward(h2, { silu: true }); // [B, Cout, H, W]
+    h2.dispose();
+    const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x; // [B, Cout, H, W]
+    const out = this.conv2.forward(h3, { residual: skip }); // [B, Cout, H, W]
+    h3.dispose();
+    if (skip !== x) skip.dispose();
+    return out;
+  }
+}
+
+/**
+ * The VAE mid block's `Attention`: GroupNorm, then single-head self-attention over the H·W
+ * positions with `to_q`/`to_k`/`to_v`/`to_out.0` linears (scale 1/√C), added to the input.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { VaeAttention } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const attn = new VaeAttention(scope.child("attentions").child(0), 512, { groups: 32 });
+ * ```
+ */
+export class VaeAttention {
+  /** GroupNorm before the projections. */
+  readonly group_norm: GroupNorm;
+  /** Query projection. */
+  readonly to_q: Linear;
+  /** Key projection. */
+  readonly to_k: Linear;
+  /** Value projection. */
+  readonly to_v: Linear;
+  /** `to_out.0`: the output projection. */
+  readonly to_out: [Linear];
+
+  /** Takes the attention's parameters from `scope`. */
+  constructor(scope: ParamScope, readonly channels: number, options: { groups: number }) {
+    const c = channels;
+    this.group_norm = new GroupNorm(scope.child("group_norm"), options.groups, c, VAE_EPS);
+    this.to_q = new Linear(scope.child("to_q"), c, c);
+    this.to_k = new Linear(scope.child("to_k"), c, c);
+    this.to_v = new Linear(scope.child("to_v"), c, c);
+    this.to_out = [new Linear(scope.child("to_out").child(0), c, c)];
+  }
+
+  /** `x + attention(group_norm(x))` on `x` `[B, C, H, W]` (left intact). */
+  forward(x: Tensor): Tensor {
+    const [, c, height, width] = x.shape;
+    const n = this.group_norm.forward(x); // [B, C, H, W]
+    const tokens = nchwToTokens(n); // [B, H*W, C]
+    n.dispose();
+    const q = this.to_q.forward(tokens); // [B, H*W, C]
+    const k = this.to_k.forward(tokens); // [B, H*W, C]
+    const v = this.to_v.forward(tokens); // [B, H*W, C]
+    tokens.dispose();
+    const a = attention(q, k, v, { heads: 1, causal: false, scale: c ** -0.5 }); // [B, H*W, C]
+    q.dispose();
+    k.dispose();
+    v.dispose();
+    const o = this.to_out[0].forward(a); // [B, H*W, C]
+    a.dispose();
+    const out = tokensToNchw(o, { height, width, residual: x }); // [B, C, H, W]
+    o.dispose();
+    return out;
+  }
+}
+
+/**
+ * `UNetMidBlock2D` of the VAE: resnet, attention (unless `mid_block_add_attention` is false),
+ * resnet, at constant width.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { UNetMidBlock2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const mid = new UNetMidBlock2D(scope.child("mid_block"), 512, { groups: 32, attention: true });
+ * ```
+ */
+export class UNetMidBlock2D {
+  /** `resnets.0`, `resnets.1`. */
+  readonly resnets: [ResnetBlock2D, ResnetBlock2D];
+  /** `attentions.0` (empty without attention). */
+  readonly attentions: VaeAttention[];
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(
+    scope: ParamScope,
+    readonly channels: number,
+    options: { groups: number; attention: boolean },
+  ) {
+    const r = scope.child("resnets");
+    const g = { groups: options.groups };
+    this.resnets = [
+      new ResnetBlock2D(r.child(0), channels, channels, g),
+      new ResnetBlock2D(r.child(1), channels, channels, g),
+    ];
+    this.attentions = options.attention
+      ? [new VaeAttention(scope.child("attentions").child(0), channels, g)]
+      : [];
+  }
+
+  /** The block on `x` `[B, C, H, W]` (left intact) → `[B, C, H, W]`. */
+  forward(x: Tensor): Tensor {
+    let h = this.resnets[0].forward(x); // [B, C, H, W]
+    for (const attn of this.attentions) {
+      const a = attn.forward(h); // [B, C, H, W]
+      h.dispose();
+      h = a;
+    }
+    const out = this.resnets[1].forward(h); // [B, C, H, W]
+    h.dispose();
+    return out;
+  }
+}
+
+/**
+ * `Downsample2D` of the VAE encoder: zero-pad one row at the bottom and one column at the right
+ * (`F.pad(x, (0, 1, 0, 1))`), then a 3×3 conv with stride 2 and no padding: `[B, C, H, W]` →
+ * `[B, C, ⌊(H−1)/2⌋+1, ⌊(W−1)/2⌋+1]`.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { Downsample2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const down = new Downsample2D(scope.child("downsamplers").child(0), 128);
+ * ```
+ */
+export class Downsample2D {
+  /** The stride-2 3×3 conv. */
+  readonly conv: Conv2d;
+
+  /** Takes `conv.weight` / `conv.bias` from `scope`. */
+  constructor(scope: ParamScope, readonly channels: number) {
+    this.conv = new Conv2d(scope.child("conv"), channels, channels, 3, { stride: 2, padding: 0 });
+  }
+
+  /** Downsamples `x` `[B, C, H, W]` (left intact). */
+  forward(x: Tensor): Tensor {
+    const padded = padBottomRight(x); // [B, C, H+1, W+1]
+    const out = this.conv.forward(padded); // [B, C, H/2, W/2]
+    padded.dispose();
+    return out;
+  }
+}
+
+/**
+ * `Upsample2D` of the VAE decoder: nearest-neighbour 2× then a 3×3 conv (fused into one op).
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { Upsample2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const up = new Upsample2D(scope.child("upsamplers").child(0), 512);
+ * ```
+ */
+export class Upsample2D {
+  /** The 3×3 conv after upsampling. */
+  readonly conv: Conv2d;
+
+  /** Takes `conv.weight` / `conv.bias` from `scope`. */
+  constructor(scope: ParamScope, readonly channels: number) {
+    this.conv = new Conv2d(scope.child("conv"), channels, channels, 3, { padding: 1 });
+  }
+
+  /** Upsamples `x` `[B, C, H, W]` (left intact) → `[B, C, 2H, 2W]`. */
+  forward(x: Tensor): Tensor {
+    return this.conv.forward(x, { upsample: true }); // [B, C, 2H, 2W]
+  }
+}
+
+/**
+ * `DownEncoderBlock2D`: `layers` resnets, then a `Downsample2D` unless it is the last block.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { DownEncoderBlock2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const block = new DownEncoderBlock2D(scope.child("down_blocks").child(0), 128, 128, {
+ *   layers: 2, groups: 32, downsample: true,
+ * });
+ * ```
+ */
+export class DownEncoderBlock2D {
+  /** `resnets.0` … `resnets.{layers−1}`. */
+  readonly resnets: ResnetBlock2D[];
+  /** `downsamplers.0`, when the block downsamples. */
+  readonly downsamplers: Downsample2D[];
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(
+    scope: ParamScope,
+    inChannels: number,
+    outChannels: number,
+    options: { layers: number; groups: number; downsample: boolean },
+  ) {
+    const r = scope.child("resnets");
+    this.resnets = [];
+    for (let i = 0; i < options.layers; i++) {
+      const cin = i === 0 ? inChannels : outChannels;
+      this.resnets.push(new ResnetBlock2D(r.child(i), cin, outChannels, options));
+    }
+    this.downsamplers = options.downsample
+      ? [new Downsample2D(scope.child("downsamplers").child(0), outChannels)]
+      : [];
+  }
+
+  /** The block on `x` `[B, Cin, H, W]`; `x` is consumed (disposed). */
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const layer of [...this.resnets, ...this.downsamplers]) {
+      const next = layer.forward(h); // [B, Cout, H, W], then [B, Cout, H/2, W/2]
+      h.dispose();
+      h = next;
+    }
+    return h;
+  }
+}
+
+/**
+ * `UpDecoderBlock2D`: `layers` resnets (`layers_per_block + 1`), then an `Upsample2D` unless it
+ * is the last block.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { UpDecoderBlock2D } from "./vae_blocks.ts";
+ * declare const scope: ParamScope;
+ * const block = new UpDecoderBlock2D(scope.child("up_blocks").child(0), 512, 512, {
+ *   layers: 3, groups: 32, upsample: true,
+ * });
+ * ```
+ */
+export class UpDecoderBlock2D {
+  /** `resnets.0` … `resnets.{layers−1}`. */
+  readonly resnets: ResnetBlock2D[];
+  /** `upsamplers.0`, when the block upsamples. */
+  readonly upsamplers: Upsample2D[];
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(
+    scope: ParamScope,
+    inChannels: number,
+    outChannels: number,
+    options: { layers: number; groups: number; upsample: boolean },
+  ) {
+    const r = scope.child("resnets");
+    this.resnets = [];
+    for (let i = 0; i < options.layers; i++) {
+      const cin = i === 0 ? inChannels : outChannels;
+      this.resnets.push(new ResnetBlock2D(r.child(i), cin, outChannels, options));
+    }
+    this.upsamplers = options.upsample
+      ? [new Upsample2D(scope.child("upsamplers").child(0), outChannels)]
+      : [];
+  }
+
+  /** The block on `x` `[B, Cin, H, W]`; `x` is consumed (disposed). */
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const layer of [...this.resnets, ...this.upsamplers]) {
+      const next = layer.forward(h); // [B, Cout, H, W], then [B, Cout, 2H, 2W]
+      h.dispose();
+      h = next;
+    }
+    return h;
+  }
+}
+
+/** The diagonal Gaussian the VAE encoder predicts; the caller disposes the three tensors. */
+export interface LatentDistribution {
+  /** `[B, L, h, w]`: the mean (diffusers' `latent_dist.mean`, what `mode()` returns). */
+  mean: Tensor;
+  /** `[B, L, h, w]`: the log-variance, clamped to [−30, 20]. */
+  logvar: Tensor;
+  /** `[B, L, h, w]`: `exp(0.5 · logvar)`. */
+  std: Tensor;
+}
+
+const VAE_WG = 256;
+
+/** Records one dispatch of `kernels/vae_ops.wgsl.jinja`. */
+function vaeOp(
+  x: Tensor,
+  op: { mode: "pad" | "posterior"; outs: Tensor[]; a: number; b: number },
+): void {
+  const { mode, outs, a, b } = op;
+  const n = outs[0].size;
+  x.rt.dispatch({
+    key: { kernel: "vae_ops", params: { mode, dtype: x.dtype, wg: VAE_WG } },
+    bindings: [x, ...outs],
+    uniforms: new Uint32Array([n, a, b, 0]),
+    grid: grid1d(Math.ceil(n / VAE_WG)),
+    label: `vae ${mode} [${outs[0].shape}]`,
+  });
+}
+
+/**
+ * Zero-pads one row at the bottom and one column at the right: `F.pad(x, (0, 1, 0, 1))` on
+ * `[B, C, H, W]` → `[B, C, H+1, W+1]` (the asymmetric padding of the VAE's `Downsample2D`).
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { padBottomRight } from "./vae_blocks.ts";
+ * const rt = await Runtime.create();
+ * const y = padBottomRight(rt.upload(new Float32Array([1, 2, 3, 4]), [1, 1, 2, 2]));
+ * console.log(await y.read()); // [1, 2, 0, 3, 4, 0, 0, 0, 0]
+ * ```
+ */
+export function padBottomRight(x: Tensor): Tensor {
+  if (x.shape.length !== 4) {
+    throw new Error(`denoise: padBottomRight takes NCHW [B, C, H, W], got [${x.shape}]`);
+  }
+  const [b, c, h, w] = x.shape;
+  const out = x.rt.empty([b, c, h + 1, w + 1], x.dtype);
+  vaeOp(x, { mode: "pad", outs: [out], a: h, b: w });
+  return out;
+}
+
+/**
+ * diffusers' `DiagonalGaussianDistribution` of the encoder's moments `[B, 2L, h, w]`: the first
+ * `L` channels are the mean, the next `L` the log-variance (clamped to [−30, 20]), and
+ * `std = exp(0.5 · logvar)`, in one dispatch.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { diagonalGaussian } from "./vae_blocks.ts";
+ * const rt = await Runtime.create();
+ * const moments = rt.upload(new Float32Array([0.5, -40]), [1, 2, 1, 1]);
+ * const { mean, logvar, std } = diagonalGaussian(moments);
+ * console.log(await mean.read(), await logvar.read(), await std.read()); // 0.5, −30, e^−15
+ * ```
+ */
+export function diagonalGaussian(moments: Tensor): LatentDistribution {
+  if (moments.shape.length !== 4 || moments.shape[1] % 2 !== 0) {
+    throw new Error(
+      `denoise: the VAE posterior takes moments [B, 2·latent_channels, h, w], got ` +
+        `[${moments.shape}]`,
+    );
+  }
+  const [b, c2, h, w] = moments.shape;
+  const shape = [b, c2 / 2, h, w];
+  const rt = moments.rt;
+  const mean = rt.empty(shape, moments.dtype);
+  const logvar = rt.empty(shape, moments.dtype);
+  const std = rt.empty(shape, moments.dtype);
+  vaeOp(moments, { mode: "posterior", outs: [mean, logvar, std], a: mean.size / b, b: 0 });
+  return { mean, logvar, std };
+}
