@@ -17,6 +17,9 @@ export const KERNEL_TEMPLATES: string[] = [
   "gemm",
   "conv2d",
   "vae_ops",
+  "attention",
+  "norm",
+  "layout",
 ];
 
 /** One compute dispatch to record. */
