@@ -20,6 +20,7 @@ export const KERNEL_TEMPLATES: string[] = [
   "attention",
   "norm",
   "layout",
+  "geglu",
 ];
 
 /** One compute dispatch to record. */

@@ -1,0 +1,246 @@
+/**
+ * Normalisation ops: `groupNorm` (NCHW, optional fused SiLU) and `layerNorm` (last axis). Host side
+ * of `kernels/norm.wgsl.jinja`; statistics are reduced in f32 with Welford/Chan merges.
+ *
+ * Kernel ladder for GroupNorm (the `variant` option; `"auto"` picks by group size):
+ * - `fused`: one workgroup per group reduces it, then normalises it (one dispatch).
+ * - `split`: the groups are cut into chunks reduced by many workgroups into partial summaries, then
+ *   a second dispatch merges each group's partials and normalises its chunk (two dispatches; spreads
+ *   the million-element VAE groups over the whole GPU).
+ *
+ * @module
+ */
+import type { DType } from "../gpu/device.ts";
+import { grid1d } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+
+/** GroupNorm kernel versions; `auto` chooses by group size. */
+export type GroupNormVariant = "auto" | "fused" | "split";
+
+/** Template parameters of the norm kernel (the pipeline cache key's `params`). */
+export interface NormParams {
+  [k: string]: string | number | boolean;
+  /** Kernel role: partial statistics, merge + normalise, one-workgroup GroupNorm, LayerNorm. */
+  mode: "stats" | "apply" | "fused" | "ln";
+  /** Storage dtype of x and y. */
+  dtype: DType;
+  /** Storage dtype of the weight and bias. */
+  wdtype: DType;
+  /** Items are vec4 (GroupNorm: H·W % 4 == 0; LayerNorm: D % 4 == 0). */
+  vec: boolean;
+  /** Apply SiLU after the affine. */
+  silu: boolean;
+  /** Invocations per workgroup (a power of two). */
+  wg: number;
+}
+
+/** Options of {@link groupNorm}. */
+export interface GroupNormOptions {
+  /** Number of groups (default 32); must divide the channels. */
+  groups?: number;
+  /** Added to the variance (default 1e-5; the VAE uses 1e-6). */
+  eps?: number;
+  /** Apply SiLU after the affine (the `norm → SiLU` pair of resnet blocks). */
+  silu?: boolean;
+  /** Kernel version (default `auto`). */
+  variant?: GroupNormVariant;
+  /** Write into this tensor (x's shape and dtype; must not be x). */
+  out?: Tensor;
+}
+
+/** Options of {@link layerNorm}. */
+export interface LayerNormOptions {
+  /** Added to the variance (default 1e-5). */
+  eps?: number;
+  /** Write into this tensor (x's shape and dtype; must not be x). */
+  out?: Tensor;
+}
+
+const WG = 256;
+const LN_WG = 64;
+/** Elements one workgroup reduces (stats) or normalises (apply) in the split GroupNorm. */
+const SPLIT_CHUNK = 4096;
+/** Groups up to this many elements use the one-dispatch kernel under `auto`. */
+const FUSED_MAX = 16384;
+
+function uniforms(v: {
+  rows: number;
+  n: number;
+  inner?: number;
+  cpg?: number;
+  groups?: number;
+  splits?: number;
+  chunk?: number;
+  eps: number;
+}): Uint32Array {
+  const buf = new ArrayBuffer(32);
+  const u = new Uint32Array(buf);
+  u.set([v.rows, v.n, v.inner ?? 1, v.cpg ?? 0, v.groups ?? 1, v.splits ?? 1, v.chunk ?? v.n]);
+  new Float32Array(buf)[7] = v.eps;
+  return u;
+}
+
+function checkAffine(op: string, t: Tensor, name: string, n: number, x: Tensor): void {
+  if (t.size !== n || t.shape.length !== 1) {
+    throw new Error(
+      `denoise: ${op}: ${name} has shape [${t.shape}], needs [${n}] for x [${x.shape}]`,
+    );
+  }
+}
+
+function checkOut(op: string, out: Tensor, x: Tensor): void {
+  if (out === x || out.size !== x.size || out.dtype !== x.dtype) {
+    throw new Error(
+      `denoise: ${op}: out must be a separate ${x.dtype} tensor of ${x.size} elements ` +
+        `(got [${out.shape}] ${out.dtype}${out === x ? ", the input itself" : ""})`,
+    );
+  }
+}
+
+/**
+ * GroupNorm over NCHW `[B, C, H, W]` (or `[B, C, L]`): each group of C/groups channels of a sample
+ * is normalised to zero mean and unit variance (biased), then scaled by `weight[c]`, shifted by
+ * `bias[c]` and optionally passed through SiLU. Statistics are computed in f32 for both dtypes.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { groupNorm } from "./norm.ts";
+ * const rt = await Runtime.create();
+ * const x = rt.upload(new Float32Array(2 * 64 * 8 * 8).map(Math.random), [2, 64, 8, 8]);
+ * const w = rt.upload(new Float32Array(64).fill(1), [64]);
+ * const b = rt.upload(new Float32Array(64), [64]);
+ * const y = groupNorm(x, w, b, { groups: 32, eps: 1e-6, silu: true }); // [2, 64, 8, 8]
+ * ```
+ */
+export function groupNorm(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  options: GroupNormOptions = {},
+): Tensor {
+  const groups = options.groups ?? 32;
+  const eps = options.eps ?? 1e-5;
+  if (x.shape.length !== 3 && x.shape.length !== 4) {
+    throw new Error(
+      `denoise: groupNorm takes x as [B, C, H, W] or [B, C, L], got [${x.shape}]; reshape it first`,
+    );
+  }
+  if (x.size === 0) throw new Error(`denoise: groupNorm of an empty tensor [${x.shape}]`);
+  const [batch, channels] = x.shape;
+  if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
+    throw new Error(
+      `denoise: groupNorm: ${channels} channels cannot be split into ${groups} groups; ` +
+        `pick groups dividing C`,
+    );
+  }
+  checkAffine("groupNorm", weight, "weight", channels, x);
+  checkAffine("groupNorm", bias, "bias", channels, x);
+  if (weight.dtype !== bias.dtype) {
+    throw new Error(`denoise: groupNorm: weight is ${weight.dtype} but bias is ${bias.dtype}`);
+  }
+  const out = options.out ?? x.rt.empty(x.shape, x.dtype);
+  checkOut("groupNorm", out, x);
+  const spatial = x.size / (batch * channels);
+  const cpg = channels / groups;
+  const vec = spatial % 4 === 0;
+  const per = vec ? 4 : 1;
+  const rows = batch * groups;
+  const n = (cpg * spatial) / per;
+  const base = {
+    dtype: x.dtype,
+    wdtype: weight.dtype,
+    vec,
+    silu: options.silu ?? false,
+    wg: WG,
+  };
+  const variant = options.variant ?? "auto";
+  const split = variant === "split" || (variant === "auto" && cpg * spatial > FUSED_MAX);
+  const label = `groupNorm${base.silu ? "+silu" : ""} [${x.shape}] g=${groups}`;
+  const inner = spatial / per;
+  if (!split) {
+    const p: NormParams = { mode: "fused", ...base };
+    x.rt.dispatch({
+      key: { kernel: "norm", params: p },
+      bindings: [x, weight, bias, out],
+      uniforms: uniforms({ rows, n, inner, cpg, groups, eps }),
+      grid: grid1d(rows),
+      label,
+    });
+    return out;
+  }
+  const chunk = SPLIT_CHUNK / per;
+  const splits = Math.ceil(n / chunk);
+  const part = x.rt.empty([rows * splits, 4], "f32");
+  const u = uniforms({ rows, n, inner, cpg, groups, splits, chunk, eps });
+  const stats: NormParams = { mode: "stats", ...base, silu: false };
+  x.rt.dispatch({
+    key: { kernel: "norm", params: stats },
+    bindings: [x, part],
+    uniforms: u,
+    grid: grid1d(rows * splits),
+    label: `${label} stats`,
+  });
+  const apply: NormParams = { mode: "apply", ...base };
+  x.rt.dispatch({
+    key: { kernel: "norm", params: apply },
+    bindings: [x, part, weight, bias, out],
+    uniforms: u,
+    grid: grid1d(rows * splits),
+    label,
+  });
+  part.dispose();
+  return out;
+}
+
+/**
+ * LayerNorm over the last axis of `[..., D]`: each row is normalised (biased variance, f32
+ * statistics) then scaled by `weight` and shifted by `bias` (both `[D]`).
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { layerNorm } from "./norm.ts";
+ * const rt = await Runtime.create();
+ * const x = rt.upload(new Float32Array(2 * 77 * 768).map(Math.random), [2, 77, 768]);
+ * const w = rt.upload(new Float32Array(768).fill(1), [768]);
+ * const b = rt.upload(new Float32Array(768), [768]);
+ * const y = layerNorm(x, w, b, { eps: 1e-5 }); // [2, 77, 768]
+ * ```
+ */
+export function layerNorm(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  options: LayerNormOptions = {},
+): Tensor {
+  if (x.shape.length < 1 || x.size === 0) {
+    throw new Error(`denoise: layerNorm takes a non-empty [..., D] tensor, got [${x.shape}]`);
+  }
+  const d = x.shape[x.shape.length - 1];
+  checkAffine("layerNorm", weight, "weight", d, x);
+  checkAffine("layerNorm", bias, "bias", d, x);
+  if (weight.dtype !== bias.dtype) {
+    throw new Error(`denoise: layerNorm: weight is ${weight.dtype} but bias is ${bias.dtype}`);
+  }
+  const out = options.out ?? x.rt.empty(x.shape, x.dtype);
+  checkOut("layerNorm", out, x);
+  const vec = d % 4 === 0;
+  const rows = x.size / d;
+  const p: NormParams = {
+    mode: "ln",
+    dtype: x.dtype,
+    wdtype: weight.dtype,
+    vec,
+    silu: false,
+    wg: LN_WG,
+  };
+  x.rt.dispatch({
+    key: { kernel: "norm", params: p },
+    bindings: [x, weight, bias, out],
+    uniforms: uniforms({ rows, n: vec ? d / 4 : d, eps: options.eps ?? 1e-5 }),
+    grid: grid1d(rows),
+    label: `layerNorm [${x.shape}]`,
+  });
+  return out;
+}
