@@ -1,0 +1,365 @@
+/**
+ * The Stable Diffusion U-Net (diffusers `UNet2DConditionModel`) on the GPU, built from its
+ * diffusers config and loaded strictly from diffusers-named tensors.
+ *
+ * @module
+ */
+import type { DType } from "../gpu/device.ts";
+import type { Runtime } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { unary } from "../ops/elementwise.ts";
+import type { UNet2DConditionConfig } from "../weights/configs.ts";
+import type { LoadedTensor } from "../weights/source.ts";
+import { timestepEmbedding } from "./embeddings.ts";
+import { Conv2d, GroupNorm, Linear } from "./layers.ts";
+import { ParamStore } from "./params.ts";
+import { type BlockConfig, DownBlock, MidBlock, type UNetContext, UpBlock } from "./unet_blocks.ts";
+
+/** Options for {@link UNet2DConditionModel.forward}. */
+export interface UNetForwardOptions {
+  /**
+   * Called with the diffusers module name (`time_proj`, `time_embedding`, `conv_in`,
+   * `down_blocks.N`, `mid_block`, `up_blocks.N`, `conv_norm_out`, `conv_act`, `conv_out`) and its
+   * output. The model frees intermediates afterwards: copy what you keep (e.g. `rt.copy`).
+   */
+  capture?: (name: string, t: Tensor) => void;
+}
+
+/** Config values the model does not implement, with the value it requires. */
+const REQUIRED: [string, unknown][] = [
+  ["time_embedding_type", "positional"],
+  ["class_embed_type", null],
+  ["addition_embed_type", null],
+  ["encoder_hid_dim_type", null],
+  ["time_cond_proj_dim", null],
+  ["time_embedding_dim", null],
+  ["timestep_post_act", null],
+  ["resnet_time_scale_shift", "default"],
+  ["resnet_skip_time_act", false],
+  ["resnet_out_scale_factor", 1],
+  ["mid_block_scale_factor", 1],
+  ["center_input_sample", false],
+  ["only_cross_attention", false],
+  ["dual_cross_attention", false],
+  ["cross_attention_norm", null],
+  ["attention_type", "default"],
+  ["act_fn", "silu"],
+  ["conv_in_kernel", 3],
+  ["conv_out_kernel", 3],
+  ["downsample_padding", 1],
+  ["transformer_layers_per_block", 1],
+];
+
+/** One value per down block from an int-or-list config entry. */
+function perBlock(name: string, value: unknown, levels: number): number[] {
+  const list = Array.isArray(value) ? value : Array(levels).fill(value);
+  if (list.length !== levels || list.some((v) => !Number.isInteger(v) || v < 1)) {
+    throw new Error(
+      `denoise: unet config ${name} = ${JSON.stringify(value)} must be a positive integer or ` +
+        `a list of ${levels} (one per down block)`,
+    );
+  }
+  return list as number[];
+}
+
+function checkConfig(config: UNet2DConditionConfig): void {
+  for (const [key, want] of REQUIRED) {
+    const got = config[key];
+    if (got === undefined || got === want) continue;
+    if (key === "transformer_layers_per_block" && Array.isArray(got) && got.every((v) => v === 1)) {
+      continue;
+    }
+    throw new Error(
+      `denoise: unet config ${key} = ${JSON.stringify(got)} is not supported (only ` +
+        `${JSON.stringify(want)}, as in Stable Diffusion 1.x / 2.x)`,
+    );
+  }
+  const levels = config.down_block_types.length;
+  if (config.up_block_types.length !== levels || config.block_out_channels.length !== levels) {
+    throw new Error(
+      `denoise: unet config has ${levels} down blocks, ${config.up_block_types.length} up ` +
+        `blocks and ${config.block_out_channels.length} block_out_channels: they must agree`,
+    );
+  }
+  if (config.mid_block_type !== "UNetMidBlock2DCrossAttn") {
+    throw new Error(
+      `denoise: unet mid_block_type ${config.mid_block_type} is not supported (only ` +
+        `UNetMidBlock2DCrossAttn)`,
+    );
+  }
+}
+
+function blockKind(type: string, plain: string, cross: string): boolean {
+  if (type === plain) return false;
+  if (type === cross) return true;
+  throw new Error(`denoise: unet block type ${type} is not supported (only ${plain}, ${cross})`);
+}
+
+/**
+ * diffusers `UNet2DConditionModel` as Stable Diffusion 1.x / 2.x use it: sinusoidal time
+ * embedding → `conv_in` → down blocks → mid block → up blocks (reading the skips) →
+ * `conv_norm_out` + SiLU → `conv_out`, predicting noise (or v) for a latent.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { openModelSource, readComponent } from "../weights/source.ts";
+ * import { UNet2DConditionModel } from "./unet.ts";
+ * const rt = await Runtime.create();
+ * const src = await openModelSource("models/tiny-sd15");
+ * const unet = UNet2DConditionModel.load(rt, await readComponent(src, "unet"), src.configs.unet, {
+ *   dtype: "f16",
+ * });
+ * const latents = rt.upload(new Float32Array(4 * 16 * 16), [1, 4, 16, 16], { dtype: "f16" });
+ * const text = rt.upload(new Float32Array(77 * 32), [1, 77, 32], { dtype: "f16" });
+ * const eps = unet.forward(latents, 999, text); // [1, 4, 16, 16]
+ * console.log(await eps.read());
+ * ```
+ */
+export class UNet2DConditionModel {
+  /** Maps the sinusoidal embedding to the time embedding: `linear_1` → SiLU → `linear_2`. */
+  readonly time_embedding: { linear_1: Linear; linear_2: Linear };
+  /** Latent → first level. */
+  readonly conv_in: Conv2d;
+  /** The down path. */
+  readonly down_blocks: DownBlock[];
+  /** The bottleneck. */
+  readonly mid_block: MidBlock;
+  /** The up path. */
+  readonly up_blocks: UpBlock[];
+  /** GroupNorm before the output conv (SiLU fused). */
+  readonly conv_norm_out: GroupNorm;
+  /** First level → latent channels. */
+  readonly conv_out: Conv2d;
+  /** The dtype parameters and activations use. */
+  readonly dtype: DType;
+  /** Checkpoint keys the model did not use. */
+  readonly unused: string[];
+  readonly #store: ParamStore;
+
+  private constructor(
+    readonly rt: Runtime,
+    tensors: ReadonlyMap<string, LoadedTensor>,
+    readonly config: UNet2DConditionConfig,
+    dtype: DType,
+  ) {
+    checkConfig(config);
+    this.dtype = dtype;
+    const store = new ParamStore(rt, tensors, { dtype, component: "unet" });
+    this.#store = store;
+    try {
+      const root = store.scope();
+      const ch = config.block_out_channels;
+      const levels = ch.length;
+      const heads = perBlock(
+        config.num_attention_heads != null ? "num_attention_heads" : "attention_head_dim",
+        config.num_attention_heads ?? config.attention_head_dim,
+        levels,
+      );
+      const tembChannels = ch[0] * 4;
+      const te = root.child("time_embedding");
+      this.time_embedding = {
+        linear_1: new Linear(te.child("linear_1"), ch[0], tembChannels),
+        linear_2: new Linear(te.child("linear_2"), tembChannels, tembChannels),
+      };
+      this.conv_in = new Conv2d(root.child("conv_in"), config.in_channels, ch[0], 3, {
+        padding: 1,
+      });
+      const base = {
+        tembChannels,
+        groups: config.norm_num_groups,
+        eps: config.norm_eps,
+      };
+      const attention = (h: number) => ({
+        heads: h,
+        contextDim: config.cross_attention_dim,
+        useLinearProjection: config.use_linear_projection,
+      });
+      this.down_blocks = config.down_block_types.map((type, i) => {
+        const cross = blockKind(type, "DownBlock2D", "CrossAttnDownBlock2D");
+        const cfg: BlockConfig = {
+          ...base,
+          layers: config.layers_per_block,
+          inChannels: i === 0 ? ch[0] : ch[i - 1],
+          outChannels: ch[i],
+          ...(cross ? { attention: attention(heads[i]) } : {}),
+        };
+        return new DownBlock(root.child("down_blocks").child(i), cfg, {
+          downsample: i < levels - 1,
+        });
+      });
+      const last = ch[levels - 1];
+      this.mid_block = new MidBlock(root.child("mid_block"), {
+        ...base,
+        layers: 1,
+        inChannels: last,
+        outChannels: last,
+        attention: attention(heads[levels - 1]),
+      });
+      const rch = [...ch].reverse();
+      const rheads = [...heads].reverse();
+      this.up_blocks = config.up_block_types.map((type, i) => {
+        const cross = blockKind(type, "UpBlock2D", "CrossAttnUpBlock2D");
+        const cfg: BlockConfig = {
+          ...base,
+          layers: config.layers_per_block + 1,
+          inChannels: rch[Math.min(i + 1, levels - 1)],
+          outChannels: rch[i],
+          ...(cross ? { attention: attention(rheads[i]) } : {}),
+        };
+        return new UpBlock(root.child("up_blocks").child(i), cfg, {
+          prevChannels: i === 0 ? last : rch[i - 1],
+          upsample: i < levels - 1,
+        });
+      });
+      this.conv_norm_out = new GroupNorm(
+        root.child("conv_norm_out"),
+        config.norm_num_groups,
+        ch[0],
+        config.norm_eps,
+      );
+      this.conv_out = new Conv2d(root.child("conv_out"), ch[0], config.out_channels, 3, {
+        padding: 1,
+      });
+      this.unused = store.finish();
+    } catch (e) {
+      store.dispose();
+      throw e;
+    }
+  }
+
+  /**
+   * Builds the model for `config` and uploads `tensors` (diffusers keys, e.g. from
+   * `readComponent(source, "unet")`) in `dtype` (default: the runtime's preferred dtype). Strict:
+   * throws a `StrictImportError` naming every missing key and wrong shape; unused keys are listed
+   * in `unused`.
+   */
+  static load(
+    rt: Runtime,
+    tensors: ReadonlyMap<string, LoadedTensor>,
+    config: UNet2DConditionConfig,
+    options: { dtype?: DType } = {},
+  ): UNet2DConditionModel {
+    const dtype = options.dtype ?? rt.preferredDType;
+    rt.assertDType(dtype);
+    return new UNet2DConditionModel(rt, tensors, config, dtype);
+  }
+
+  /** The latent height and width must be multiples of this (one halving per down level). */
+  get sizeMultiple(): number {
+    return 2 ** (this.down_blocks.length - 1);
+  }
+
+  /**
+   * The model output for `sample` `[B, in_channels, h, w]` at `timestep` (one for all, or one per
+   * batch item) conditioned on `encoderHiddenStates` `[B, Lctx, cross_attention_dim]` (any Lctx,
+   * e.g. 77, 154, …): `[B, out_channels, h, w]` in the model's dtype. Records work; the caller
+   * flushes (reading the result does).
+   */
+  forward(
+    sample: Tensor,
+    timestep: number | readonly number[],
+    encoderHiddenStates: Tensor,
+    options: UNetForwardOptions = {},
+  ): Tensor {
+    const b = this.#checkInputs(sample, encoderHiddenStates);
+    const capture = options.capture;
+    const ch0 = this.config.block_out_channels[0];
+    // 1. time embedding
+    const steps = typeof timestep === "number" ? Array(b).fill(timestep) : [...timestep];
+    if (steps.length !== b) {
+      throw new Error(
+        `denoise: unet got ${steps.length} timesteps for a batch of ${b}: pass one number or ` +
+          `one per batch item`,
+      );
+    }
+    const tEmb = this.rt.upload(
+      timestepEmbedding(steps, ch0, {
+        flipSinToCos: (this.config.flip_sin_to_cos as boolean | undefined) ?? true,
+        freqShift: (this.config.freq_shift as number | undefined) ?? 0,
+      }),
+      [b, ch0],
+      { dtype: this.dtype },
+    ); // [B, C0]
+    capture?.("time_proj", tEmb);
+    const t1 = this.time_embedding.linear_1.forward(tEmb, { activation: "silu" }); // [B, 4·C0]
+    tEmb.dispose();
+    const emb = this.time_embedding.linear_2.forward(t1); // [B, 4·C0]
+    t1.dispose();
+    capture?.("time_embedding", emb);
+    const ctx: UNetContext = { tembAct: unary(emb, "silu"), encoderHiddenStates };
+    emb.dispose();
+    // 2. conv_in
+    const x = this.conv_in.forward(sample); // [B, C0, h, w]
+    capture?.("conv_in", x);
+    // 3. down path (every output is kept as a skip for the up path)
+    const skips: Tensor[] = [x];
+    let hidden = x;
+    this.down_blocks.forEach((block, i) => {
+      hidden = block.forward(hidden, ctx, skips); // [B, C_i, h/2^(i+1), w/2^(i+1)], last: no halving
+      capture?.(`down_blocks.${i}`, hidden);
+    });
+    // 4. mid block
+    hidden = this.mid_block.forward(hidden, ctx); // [B, Clast, h/2^(n−1), w/2^(n−1)]
+    capture?.("mid_block", hidden);
+    // 5. up path (each block consumes its skips)
+    this.up_blocks.forEach((block, i) => {
+      const next = block.forward(hidden, ctx, skips); // [B, C, H·2, W·2]
+      hidden.dispose();
+      hidden = next;
+      capture?.(`up_blocks.${i}`, hidden);
+    });
+    ctx.tembAct.dispose();
+    // 6. post-process
+    if (capture) {
+      const normed = this.conv_norm_out.forward(hidden); // [B, C0, h, w]
+      capture("conv_norm_out", normed);
+      normed.dispose();
+    }
+    const act = this.conv_norm_out.forward(hidden, { silu: true }); // [B, C0, h, w]
+    hidden.dispose();
+    capture?.("conv_act", act);
+    const out = this.conv_out.forward(act); // [B, out_channels, h, w]
+    act.dispose();
+    capture?.("conv_out", out);
+    return out;
+  }
+
+  /** Frees the parameters. */
+  dispose(): void {
+    this.#store.dispose();
+  }
+
+  #checkInputs(sample: Tensor, text: Tensor): number {
+    const c = this.config;
+    const [b, cin, h, w] = sample.shape;
+    if (sample.shape.length !== 4 || cin !== c.in_channels) {
+      throw new Error(
+        `denoise: unet sample must be [B, ${c.in_channels}, h, w], got [${sample.shape}]`,
+      );
+    }
+    const m = this.sizeMultiple;
+    if (h % m !== 0 || w % m !== 0) {
+      throw new Error(
+        `denoise: unet latent size ${h}×${w} is not divisible by ${m} (the U-Net halves it ` +
+          `${this.down_blocks.length - 1} times): use an image size whose latent is a multiple ` +
+          `of ${m}, e.g. a multiple of ${8 * m} pixels with the usual 8× VAE`,
+      );
+    }
+    if (text.shape.length !== 3 || text.shape[0] !== b || text.shape[2] !== c.cross_attention_dim) {
+      throw new Error(
+        `denoise: unet encoderHiddenStates must be [${b}, L, ${c.cross_attention_dim}] ` +
+          `(one text embedding per batch item), got [${text.shape}]`,
+      );
+    }
+    for (const [name, t] of [["sample", sample], ["encoderHiddenStates", text]] as const) {
+      if (t.dtype !== this.dtype) {
+        throw new Error(
+          `denoise: unet ${name} is ${t.dtype} but the model runs in ${this.dtype}: upload it ` +
+            `as ${this.dtype} (or cast it)`,
+        );
+      }
+    }
+    return b;
+  }
+}

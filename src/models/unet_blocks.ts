@@ -1,0 +1,579 @@
+/**
+ * The building blocks of the diffusers `UNet2DConditionModel`: `ResnetBlock2D`,
+ * `Transformer2DModel` (with `BasicTransformerBlock`, `Attention`, `FeedForward`), the down / mid /
+ * up blocks, under their checkpoint names. Each `forward` records ops and never disposes its
+ * inputs; intermediates are freed as soon as they are consumed.
+ *
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import { attention } from "../ops/attention.ts";
+import { binary } from "../ops/elementwise.ts";
+import { linear } from "../ops/gemm.ts";
+import { geglu } from "../ops/geglu.ts";
+import { concatChannels, nchwToTokens, tokensToNchw } from "../ops/layout.ts";
+import { Conv2d, GroupNorm, LayerNorm, Linear } from "./layers.ts";
+import type { ParamScope } from "./params.ts";
+
+/** What every block of one U-Net call reads besides its input. */
+export interface UNetContext {
+  /** `silu(time_embedding(t))`, shared by every resnet's `time_emb_proj`. */
+  tembAct: Tensor; // [B, T]
+  /** The text embeddings the cross-attention reads. */
+  encoderHiddenStates: Tensor; // [B, Lctx, Dctx]
+}
+
+/** Widths and norms of a {@link ResnetBlock2D}. */
+export interface ResnetConfig {
+  /** Input channels (the concatenated width in up blocks). */
+  inChannels: number;
+  /** Output channels. */
+  outChannels: number;
+  /** Width of the time embedding. */
+  tembChannels: number;
+  /** GroupNorm groups. */
+  groups: number;
+  /** GroupNorm epsilon. */
+  eps: number;
+}
+
+/**
+ * diffusers `ResnetBlock2D` (default time-embedding shift, output scale 1, no dropout):
+ * `x + conv2(silu(norm2(conv1(silu(norm1(x))) + time_emb_proj(silu(temb)))))`, with a 1×1
+ * `conv_shortcut` on `x` when the width changes.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { ResnetBlock2D } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const resnet = new ResnetBlock2D(scope.child("resnets").child(0), {
+ *   inChannels: 320, outChannels: 640, tembChannels: 1280, groups: 32, eps: 1e-5,
+ * });
+ * ```
+ */
+export class ResnetBlock2D {
+  /** GroupNorm on the input. */
+  readonly norm1: GroupNorm;
+  /** 3×3 conv, in → out. */
+  readonly conv1: Conv2d;
+  /** Linear from the time embedding to one value per channel. */
+  readonly time_emb_proj: Linear;
+  /** GroupNorm after the time embedding is added. */
+  readonly norm2: GroupNorm;
+  /** 3×3 conv, out → out. */
+  readonly conv2: Conv2d;
+  /** 1×1 conv on the input when the width changes. */
+  readonly conv_shortcut?: Conv2d;
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(scope: ParamScope, readonly config: ResnetConfig) {
+    const { inChannels: cin, outChannels: cout, groups, eps } = config;
+    this.norm1 = new GroupNorm(scope.child("norm1"), groups, cin, eps);
+    this.conv1 = new Conv2d(scope.child("conv1"), cin, cout, 3, { padding: 1 });
+    this.time_emb_proj = new Linear(scope.child("time_emb_proj"), config.tembChannels, cout);
+    this.norm2 = new GroupNorm(scope.child("norm2"), groups, cout, eps);
+    this.conv2 = new Conv2d(scope.child("conv2"), cout, cout, 3, { padding: 1 });
+    if (cin !== cout) this.conv_shortcut = new Conv2d(scope.child("conv_shortcut"), cin, cout, 1);
+  }
+
+  /** The block on `x` (channel-concatenated with `skip` first, in up blocks). */
+  forward(x: Tensor, ctx: UNetContext, options: { skip?: Tensor } = {}): Tensor {
+    const [b, , h, w] = x.shape;
+    const cout = this.config.outChannels;
+    const input = options.skip ? concatChannels(x, options.skip) : x; // [B, Cin, H, W]
+    const n1 = this.norm1.forward(input, { silu: true }); // [B, Cin, H, W]
+    const c1 = this.conv1.forward(n1); // [B, Cout, H, W]
+    n1.dispose();
+    const t = this.time_emb_proj.forward(ctx.tembAct); // [B, Cout]
+    const withTime = binary(c1.reshape([b * cout, h * w]), t.reshape([b * cout]), {
+      op: "add",
+      axis: 0,
+    }); // [B·Cout, H·W]
+    c1.dispose();
+    t.dispose();
+    const n2 = this.norm2.forward(withTime.reshape([b, cout, h, w]), { silu: true }); // [B, Cout, H, W]
+    withTime.dispose();
+    const shortcut = this.conv_shortcut?.forward(input) ?? input; // [B, Cout, H, W]
+    const out = this.conv2.forward(n2, { residual: shortcut }); // [B, Cout, H, W]
+    n2.dispose();
+    if (shortcut !== input) shortcut.dispose();
+    if (input !== x) input.dispose();
+    return out;
+  }
+}
+
+/**
+ * A token-wise projection (`proj_in` / `proj_out`) whose weight is stored as `nn.Linear`
+ * `[out, in]` or as a 1×1 conv `[out, in, 1, 1]`; either way it is applied as a linear map on
+ * tokens `[B, L, in]`.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { TokenProjection } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const projIn = new TokenProjection(scope.child("proj_in"), 320, 320, { conv: true });
+ * ```
+ */
+export class TokenProjection {
+  /** `[out, in]` (a view of the conv weight when stored as a 1×1 conv). */
+  readonly weight: Tensor;
+  /** `[out]`. */
+  readonly bias: Tensor;
+
+  /** Takes `weight` and `bias` from `scope`; `conv` expects the 1×1 conv shape. */
+  constructor(scope: ParamScope, cin: number, cout: number, options: { conv: boolean }) {
+    const conv = options.conv;
+    this.weight = conv
+      ? scope.take("weight", [cout, cin, 1, 1]).reshape([cout, cin])
+      : scope.take("weight", [cout, cin]);
+    this.bias = scope.take("bias", [cout]);
+  }
+
+  /** `x·Wᵀ + b` on `[..., in]` → `[..., out]`. */
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, { bias: this.bias });
+  }
+}
+
+/**
+ * diffusers `Attention` as the SD U-Net uses it: bias-free `to_q`/`to_k`/`to_v`, `to_out.0` with
+ * bias, scale `head_dim^-0.5`, softmax in float32. Self-attention when no context is given.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { Attention } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const attn2 = new Attention(scope.child("attn2"), { dim: 320, contextDim: 768, heads: 8 });
+ * ```
+ */
+export class Attention {
+  /** Query projection. */
+  readonly to_q: Linear;
+  /** Key projection (from the context in cross-attention). */
+  readonly to_k: Linear;
+  /** Value projection (from the context in cross-attention). */
+  readonly to_v: Linear;
+  /** `to_out.0`: the output projection. */
+  readonly to_out: [Linear];
+  /** Attention heads. */
+  readonly heads: number;
+
+  /** Takes `to_q`, `to_k`, `to_v`, `to_out.0` from `scope`. */
+  constructor(scope: ParamScope, options: { dim: number; contextDim?: number; heads: number }) {
+    const { dim, heads } = options;
+    const ctx = options.contextDim ?? dim;
+    this.heads = heads;
+    this.to_q = new Linear(scope.child("to_q"), dim, dim, { bias: false });
+    this.to_k = new Linear(scope.child("to_k"), ctx, dim, { bias: false });
+    this.to_v = new Linear(scope.child("to_v"), ctx, dim, { bias: false });
+    this.to_out = [new Linear(scope.child("to_out").child(0), dim, dim)];
+  }
+
+  /** Attention of `x` over `context` (or itself), plus `residual`. */
+  forward(x: Tensor, options: { context?: Tensor; residual?: Tensor } = {}): Tensor {
+    const src = options.context ?? x;
+    const q = this.to_q.forward(x); // [B, L, C]
+    const k = this.to_k.forward(src); // [B, Lk, C]
+    const v = this.to_v.forward(src); // [B, Lk, C]
+    const o = attention(q, k, v, { heads: this.heads }); // [B, L, C]
+    q.dispose();
+    k.dispose();
+    v.dispose();
+    const out = this.to_out[0].forward(o, { residual: options.residual }); // [B, L, C]
+    o.dispose();
+    return out;
+  }
+}
+
+/**
+ * diffusers `FeedForward` with GEGLU: `net.2(h · gelu(gate))` where `[h, gate] = net.0.proj(x)`.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { FeedForward } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const ff = new FeedForward(scope.child("ff"), 320);
+ * ```
+ */
+export class FeedForward {
+  /** `net.0.proj` (`[2·inner, dim]`) and `net.2` (`[dim, inner]`). */
+  readonly net: { 0: { proj: Linear }; 2: Linear };
+
+  /** Takes `net.0.proj` and `net.2` from `scope`; the inner width is `4·dim`. */
+  constructor(scope: ParamScope, readonly dim: number) {
+    const inner = 4 * dim;
+    const net = scope.child("net");
+    this.net = {
+      0: { proj: new Linear(net.child(0).child("proj"), dim, 2 * inner) },
+      2: new Linear(net.child(2), inner, dim),
+    };
+  }
+
+  /** The feed-forward of `x`, plus `residual`. */
+  forward(x: Tensor, options: { residual?: Tensor } = {}): Tensor {
+    const hg = this.net[0].proj.forward(x); // [B, L, 2·inner]
+    const g = geglu(hg); // [B, L, inner]
+    hg.dispose();
+    const out = this.net[2].forward(g, { residual: options.residual }); // [B, L, dim]
+    g.dispose();
+    return out;
+  }
+}
+
+/**
+ * diffusers `BasicTransformerBlock` (layer norms, self-attention, cross-attention, GEGLU
+ * feed-forward, each with a residual).
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { BasicTransformerBlock } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const block = new BasicTransformerBlock(scope.child("transformer_blocks").child(0), {
+ *   dim: 320, contextDim: 768, heads: 8,
+ * });
+ * ```
+ */
+export class BasicTransformerBlock {
+  /** LayerNorm before self-attention. */
+  readonly norm1: LayerNorm;
+  /** Self-attention. */
+  readonly attn1: Attention;
+  /** LayerNorm before cross-attention. */
+  readonly norm2: LayerNorm;
+  /** Cross-attention on the text. */
+  readonly attn2: Attention;
+  /** LayerNorm before the feed-forward. */
+  readonly norm3: LayerNorm;
+  /** GEGLU feed-forward. */
+  readonly ff: FeedForward;
+
+  /** Takes the block's parameters from `scope`. */
+  constructor(scope: ParamScope, options: { dim: number; contextDim: number; heads: number }) {
+    const { dim, contextDim, heads } = options;
+    this.norm1 = new LayerNorm(scope.child("norm1"), dim, 1e-5);
+    this.attn1 = new Attention(scope.child("attn1"), { dim, heads });
+    this.norm2 = new LayerNorm(scope.child("norm2"), dim, 1e-5);
+    this.attn2 = new Attention(scope.child("attn2"), { dim, contextDim, heads });
+    this.norm3 = new LayerNorm(scope.child("norm3"), dim, 1e-5);
+    this.ff = new FeedForward(scope.child("ff"), dim);
+  }
+
+  /** The block on tokens `x` `[B, L, dim]` with text `context` `[B, Lctx, Dctx]`. */
+  forward(x: Tensor, context: Tensor): Tensor {
+    const n1 = this.norm1.forward(x); // [B, L, C]
+    const h1 = this.attn1.forward(n1, { residual: x }); // [B, L, C]
+    n1.dispose();
+    const n2 = this.norm2.forward(h1); // [B, L, C]
+    const h2 = this.attn2.forward(n2, { context, residual: h1 }); // [B, L, C]
+    n2.dispose();
+    h1.dispose();
+    const n3 = this.norm3.forward(h2); // [B, L, C]
+    const out = this.ff.forward(n3, { residual: h2 }); // [B, L, C]
+    n3.dispose();
+    h2.dispose();
+    return out;
+  }
+}
+
+/** Settings of a {@link Transformer2DModel}. */
+export interface TransformerConfig {
+  /** Channels in and out (= heads · head dim). */
+  channels: number;
+  /** Attention heads. */
+  heads: number;
+  /** Width of the text embeddings. */
+  contextDim: number;
+  /** GroupNorm groups. */
+  groups: number;
+  /** `proj_in`/`proj_out` are `nn.Linear` (SD 2.x) rather than 1×1 convs. */
+  useLinearProjection: boolean;
+}
+
+/**
+ * diffusers `Transformer2DModel` on continuous input: GroupNorm (eps 1e-6) → `proj_in` → one
+ * `BasicTransformerBlock` → `proj_out` → + input. A 1×1 conv projection is applied token-wise as
+ * the equal linear map.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { Transformer2DModel } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const attn = new Transformer2DModel(scope.child("attentions").child(0), {
+ *   channels: 320, heads: 8, contextDim: 768, groups: 32, useLinearProjection: false,
+ * });
+ * ```
+ */
+export class Transformer2DModel {
+  /** GroupNorm on the input. */
+  readonly norm: GroupNorm;
+  /** Input projection. */
+  readonly proj_in: TokenProjection;
+  /** The transformer blocks (`transformer_layers_per_block` = 1). */
+  readonly transformer_blocks: BasicTransformerBlock[];
+  /** Output projection. */
+  readonly proj_out: TokenProjection;
+
+  /** Takes the model's parameters from `scope`. */
+  constructor(scope: ParamScope, readonly config: TransformerConfig) {
+    const { channels: c, heads, groups, useLinearProjection: lin } = config;
+    if (c % heads !== 0) {
+      throw new Error(
+        `denoise: ${scope.prefix}: ${c} channels cannot be split into ${heads} attention heads; ` +
+          `check attention_head_dim / num_attention_heads in the U-Net config`,
+      );
+    }
+    this.norm = new GroupNorm(scope.child("norm"), groups, c, 1e-6);
+    this.proj_in = new TokenProjection(scope.child("proj_in"), c, c, { conv: !lin });
+    this.transformer_blocks = [
+      new BasicTransformerBlock(scope.child("transformer_blocks").child(0), {
+        dim: c,
+        contextDim: config.contextDim,
+        heads,
+      }),
+    ];
+    this.proj_out = new TokenProjection(scope.child("proj_out"), c, c, { conv: !lin });
+  }
+
+  /** The model on `x` `[B, C, H, W]`. */
+  forward(x: Tensor, ctx: UNetContext): Tensor {
+    const [, , height, width] = x.shape;
+    const normed = this.norm.forward(x); // [B, C, H, W]
+    const tokens = nchwToTokens(normed); // [B, H·W, C]
+    normed.dispose();
+    let h = this.proj_in.forward(tokens); // [B, H·W, C]
+    tokens.dispose();
+    for (const block of this.transformer_blocks) {
+      const next = block.forward(h, ctx.encoderHiddenStates); // [B, H·W, C]
+      h.dispose();
+      h = next;
+    }
+    const projected = this.proj_out.forward(h); // [B, H·W, C]
+    h.dispose();
+    const out = tokensToNchw(projected, { height, width, residual: x }); // [B, C, H, W]
+    projected.dispose();
+    return out;
+  }
+}
+
+/** Settings shared by the down, mid and up blocks. */
+export interface BlockConfig {
+  /** Resnets in the block. */
+  layers: number;
+  /** Channels of the block's input. */
+  inChannels: number;
+  /** Channels of the block's output. */
+  outChannels: number;
+  /** Time-embedding width. */
+  tembChannels: number;
+  /** GroupNorm groups. */
+  groups: number;
+  /** GroupNorm epsilon of the resnets. */
+  eps: number;
+  /** Attention settings; absent for `DownBlock2D` / `UpBlock2D`. */
+  attention?: { heads: number; contextDim: number; useLinearProjection: boolean };
+}
+
+function transformers(scope: ParamScope, cfg: BlockConfig, channels: number) {
+  const a = cfg.attention;
+  if (!a) return undefined;
+  return Array.from(
+    { length: cfg.layers },
+    (_, j) =>
+      new Transformer2DModel(scope.child("attentions").child(j), {
+        channels,
+        heads: a.heads,
+        contextDim: a.contextDim,
+        groups: cfg.groups,
+        useLinearProjection: a.useLinearProjection,
+      }),
+  );
+}
+
+/**
+ * `CrossAttnDownBlock2D` (with `attention`) or `DownBlock2D`: resnets (each followed by a
+ * transformer in the cross-attention form), then an optional stride-2 `downsamplers.0.conv`. Each
+ * stage's output is pushed onto the skip list the up blocks consume.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { DownBlock } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const down = new DownBlock(scope, {
+ *   layers: 2, inChannels: 320, outChannels: 320, tembChannels: 1280, groups: 32, eps: 1e-5,
+ *   attention: { heads: 8, contextDim: 768, useLinearProjection: false },
+ * }, { downsample: true });
+ * ```
+ */
+export class DownBlock {
+  /** The resnets. */
+  readonly resnets: ResnetBlock2D[];
+  /** One transformer per resnet (cross-attention blocks only). */
+  readonly attentions?: Transformer2DModel[];
+  /** `downsamplers.0.conv` (all but the last level). */
+  readonly downsamplers?: [{ conv: Conv2d }];
+
+  /** Takes the block's parameters from `scope` (`down_blocks.N`). */
+  constructor(scope: ParamScope, readonly config: BlockConfig, options: { downsample: boolean }) {
+    const { layers, inChannels, outChannels: c } = config;
+    this.resnets = Array.from(
+      { length: layers },
+      (_, j) =>
+        new ResnetBlock2D(scope.child("resnets").child(j), {
+          ...config,
+          inChannels: j === 0 ? inChannels : c,
+          outChannels: c,
+        }),
+    );
+    this.attentions = transformers(scope, config, c);
+    if (options.downsample) {
+      const conv = new Conv2d(scope.child("downsamplers").child(0).child("conv"), c, c, 3, {
+        stride: 2,
+        padding: 1,
+      });
+      this.downsamplers = [{ conv }];
+    }
+  }
+
+  /** The block on `x`; every output is also pushed onto `skips` (and owned there). */
+  forward(x: Tensor, ctx: UNetContext, skips: Tensor[]): Tensor {
+    let h = x;
+    this.resnets.forEach((resnet, j) => {
+      const r = resnet.forward(h, ctx); // [B, C, H, W]
+      const attn = this.attentions?.[j];
+      h = attn ? attn.forward(r, ctx) : r; // [B, C, H, W]
+      if (attn) r.dispose();
+      skips.push(h);
+    });
+    if (this.downsamplers) {
+      h = this.downsamplers[0].conv.forward(h); // [B, C, H/2, W/2]
+      skips.push(h);
+    }
+    return h;
+  }
+}
+
+/**
+ * `UNetMidBlock2DCrossAttn`: resnet → transformer → resnet at the lowest resolution.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { MidBlock } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const mid = new MidBlock(scope.child("mid_block"), {
+ *   layers: 1, inChannels: 1280, outChannels: 1280, tembChannels: 1280, groups: 32, eps: 1e-5,
+ *   attention: { heads: 8, contextDim: 768, useLinearProjection: false },
+ * });
+ * ```
+ */
+export class MidBlock {
+  /** The two resnets. */
+  readonly resnets: [ResnetBlock2D, ResnetBlock2D];
+  /** The transformer between them. */
+  readonly attentions: [Transformer2DModel];
+
+  /** Takes the block's parameters from `scope` (`mid_block`). */
+  constructor(scope: ParamScope, readonly config: BlockConfig) {
+    const resnets = scope.child("resnets");
+    const c = config.inChannels;
+    this.resnets = [
+      new ResnetBlock2D(resnets.child(0), { ...config, inChannels: c, outChannels: c }),
+      new ResnetBlock2D(resnets.child(1), { ...config, inChannels: c, outChannels: c }),
+    ];
+    const attn = transformers(scope, { ...config, layers: 1 }, c);
+    if (!attn) throw new Error("denoise: UNetMidBlock2DCrossAttn needs attention settings");
+    this.attentions = [attn[0]];
+  }
+
+  /** The block on `x` `[B, C, H, W]`. */
+  forward(x: Tensor, ctx: UNetContext): Tensor {
+    const r0 = this.resnets[0].forward(x, ctx); // [B, C, H, W]
+    const a = this.attentions[0].forward(r0, ctx); // [B, C, H, W]
+    r0.dispose();
+    const out = this.resnets[1].forward(a, ctx); // [B, C, H, W]
+    a.dispose();
+    return out;
+  }
+}
+
+/**
+ * `CrossAttnUpBlock2D` (with `attention`) or `UpBlock2D`: `layers` resnets, each reading
+ * `cat([hidden, skip], 1)` with the next skip from the down path (each followed by a transformer
+ * in the cross-attention form), then an optional nearest-2× upsample fused into
+ * `upsamplers.0.conv`.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { UpBlock } from "./unet_blocks.ts";
+ * declare const scope: ParamScope;
+ * const up = new UpBlock(scope.child("up_blocks").child(0), {
+ *   layers: 3, inChannels: 1280, outChannels: 1280, tembChannels: 1280, groups: 32, eps: 1e-5,
+ * }, { prevChannels: 1280, upsample: true });
+ * ```
+ */
+export class UpBlock {
+  /** The resnets. */
+  readonly resnets: ResnetBlock2D[];
+  /** One transformer per resnet (cross-attention blocks only). */
+  readonly attentions?: Transformer2DModel[];
+  /** `upsamplers.0.conv` (all but the last level). */
+  readonly upsamplers?: [{ conv: Conv2d }];
+  /** Widths of the skips each resnet reads, in order of use. */
+  readonly skipChannels: number[];
+
+  /**
+   * Takes the block's parameters from `scope` (`up_blocks.N`); `inChannels` is the width of the
+   * skip of the level below, `prevChannels` the width of the incoming hidden states.
+   */
+  constructor(
+    scope: ParamScope,
+    readonly config: BlockConfig,
+    options: { prevChannels: number; upsample: boolean },
+  ) {
+    const { layers, inChannels, outChannels: c } = config;
+    this.skipChannels = Array.from({ length: layers }, (_, j) => j === layers - 1 ? inChannels : c);
+    this.resnets = this.skipChannels.map((skip, j) =>
+      new ResnetBlock2D(scope.child("resnets").child(j), {
+        ...config,
+        inChannels: (j === 0 ? options.prevChannels : c) + skip,
+        outChannels: c,
+      })
+    );
+    this.attentions = transformers(scope, config, c);
+    if (options.upsample) {
+      const conv = new Conv2d(scope.child("upsamplers").child(0).child("conv"), c, c, 3, {
+        padding: 1,
+      });
+      this.upsamplers = [{ conv }];
+    }
+  }
+
+  /** The block on `x` (which it does not free), consuming (and freeing) skips from the end. */
+  forward(x: Tensor, ctx: UNetContext, skips: Tensor[]): Tensor {
+    let h = x;
+    this.resnets.forEach((resnet, j) => {
+      const skip = skips.pop();
+      if (!skip) throw new Error("denoise: the up path ran out of skip connections");
+      const r = resnet.forward(h, ctx, { skip }); // [B, C, H, W]
+      skip.dispose();
+      if (h !== x) h.dispose();
+      const attn = this.attentions?.[j];
+      h = attn ? attn.forward(r, ctx) : r; // [B, C, H, W]
+      if (attn) r.dispose();
+    });
+    if (this.upsamplers) {
+      const up = this.upsamplers[0].conv.forward(h, { upsample: true }); // [B, C, 2H, 2W]
+      if (h !== x) h.dispose();
+      h = up;
+    }
+    return h;
+  }
+}
