@@ -1,15 +1,21 @@
 /**
  * denoise — Stable Diffusion in TypeScript on Deno's built-in WebGPU, with its own WGSL kernels.
  *
- * The GPU runtime (device, tensors, kernels, profiler) and the ops are exported here; the
- * text-to-image functions (`loadPipeline`, `encodePrompt`, `sampleLatents`, `decodeLatents`) are
- * exported from this module as they land.
+ * Text to image in four composable steps — `loadPipeline`, `encodePrompt`, `sampleLatents` (an
+ * async generator that yields after every step) and `decodeLatents` — plus the pieces they are made
+ * of: the GPU runtime and ops, the tokenizer, the schedulers, torch-compatible noise, PNG helpers.
  *
  * @example
  * ```ts
- * import { Runtime } from "@denoise/sd";
- * const rt = await Runtime.create();
- * console.log(rt.gpu.adapterName);
+ * import { decodeLatents, encodePng, encodePrompt, loadPipeline, sampleLatents } from "@denoise/sd";
+ * const pipe = await loadPipeline("path/to/stable-diffusion-v1-5");
+ * const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
+ * let latents;
+ * for await (const step of sampleLatents(pipe, embeds, { steps: 20, seed: 42 })) {
+ *   latents = step.latents;
+ * }
+ * const image = await decodeLatents(pipe, latents!);
+ * await Deno.writeFile("astronaut.png", encodePng(image));
  * ```
  *
  * @module
@@ -51,3 +57,57 @@ export {
   type UnaryOp,
 } from "./src/ops/elementwise.ts";
 export { type NpyArray, parseNpy, readNpy } from "./src/io/npy.ts";
+export {
+  type ClipTokenizer,
+  loadTokenizer,
+  type LoadTokenizerOptions,
+} from "./src/tokenizer/mod.ts";
+export { loadPipeline, type LoadPipelineOptions, type Pipeline } from "./src/pipeline/load.ts";
+export {
+  encodePrompt,
+  type EncodePromptOptions,
+  type PromptEmbeds,
+} from "./src/pipeline/encode.ts";
+export {
+  runPlanGpu,
+  sampleLatents,
+  type SampleOptions,
+  type SampleStep,
+  schedulerFor,
+  sizeFactor,
+} from "./src/pipeline/sample.ts";
+export { type DecodedImage, decodeLatents, type DecodeOptions } from "./src/pipeline/decode.ts";
+export {
+  applyWeights,
+  chunkTokens,
+  parsePromptAttention,
+  type PromptChunk,
+  type PromptPart,
+} from "./src/pipeline/prompt_parse.ts";
+export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
+export {
+  createScheduler,
+  type CreateSchedulerOptions,
+  resolveSchedulerName,
+  type Scheduler,
+  SCHEDULER_NAMES,
+  type SchedulerConfig,
+  type SchedulerKind,
+  type StepPlan,
+} from "./src/schedulers/mod.ts";
+export { runPlanCpu, sampleCpu } from "./src/schedulers/cpu.ts";
+export {
+  decodePng,
+  encodePng,
+  formatA1111Parameters,
+  type RgbaImage,
+  writePngFile,
+} from "./src/io/png.ts";
+export {
+  closeModelSource,
+  type ModelSource,
+  openModelSource,
+  readComponent,
+} from "./src/weights/source.ts";
+export { openSafetensors, type SafetensorsFile } from "./src/weights/safetensors.ts";
+export { StrictImportError } from "./src/weights/strict.ts";

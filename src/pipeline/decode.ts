@@ -1,0 +1,109 @@
+/**
+ * `decodeLatents`: latents to RGBA pixels with the pipeline's VAE (diffusers' rounding), or with a
+ * TAESD decoder for speed.
+ *
+ * @module
+ */
+import type { Tensor } from "../gpu/tensor.ts";
+import { lincomb } from "../ops/elementwise.ts";
+import { loadTaesdDecoder, type TaesdDecoder } from "../models/taesd.ts";
+import type { RgbaImage } from "../io/png.ts";
+import type { Pipeline } from "./load.ts";
+
+/** Options for {@link decodeLatents}. */
+export interface DecodeOptions {
+  /** Decode with TAESD instead of the VAE: a path to `taesd_decoder.safetensors`, or a loaded decoder. */
+  taesd?: string | TaesdDecoder;
+}
+
+/** A decoded image: RGBA bytes plus the raw float output. */
+export interface DecodedImage extends RgbaImage {
+  /** The image in [0, 1] before quantisation, `[H, W, 3]` float32 (diffusers' `image_float`). */
+  float: Float32Array;
+}
+
+const taesdCache = new WeakMap<Pipeline, Map<string, TaesdDecoder>>();
+
+/**
+ * Decodes `[1, 4, h, w]` latents to an 8h × 8w RGBA image: `clamp(x/2 + 0.5, 0, 1)`, then
+ * `round(x·255)` (half to even, as NumPy), exactly as diffusers' image processor.
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline } from "./load.ts";
+ * import { encodePrompt } from "./encode.ts";
+ * import { sampleLatents } from "./sample.ts";
+ * import { decodeLatents } from "./decode.ts";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
+ * const embeds = await encodePrompt(pipe, "a red fox");
+ * let last;
+ * for await (const s of sampleLatents(pipe, embeds, { steps: 4, seed: 1 })) last = s.latents;
+ * const image = await decodeLatents(pipe, last!);
+ * console.log(image.width, image.height, image.data.length);
+ * ```
+ */
+export async function decodeLatents(
+  pipe: Pipeline,
+  latents: Tensor,
+  options: DecodeOptions = {},
+): Promise<DecodedImage> {
+  if (latents.shape.length !== 4 || latents.shape[0] !== 1) {
+    throw new Error(`decodeLatents takes latents [1, C, h, w], got [${latents.shape}]`);
+  }
+  const [, , h, w] = latents.shape;
+  if (options.taesd) {
+    const taesd = await taesdFor(pipe, options.taesd);
+    const x = lincomb([latents], [1], { out: pipe.rt.empty(latents.shape, taesd.dtype) });
+    const img = taesd.decode(x); // [1, 3, 8h, 8w] in [0, 1]
+    x.dispose();
+    const host = await img.read();
+    img.dispose();
+    return toImage(host, 8 * h, 8 * w, (v) => v);
+  }
+  const scaling = Number(pipe.configs.vae.scaling_factor ?? 0.18215);
+  const x = lincomb([latents], [1 / scaling], { out: pipe.rt.empty(latents.shape, pipe.dtype) });
+  const img = pipe.vae.decode(x); // [1, 3, 8h, 8w] in about [-1, 1]
+  x.dispose();
+  const host = await img.read();
+  img.dispose();
+  return toImage(host, 8 * h, 8 * w, (v) => Math.fround(Math.fround(v / 2) + 0.5));
+}
+
+async function taesdFor(pipe: Pipeline, taesd: string | TaesdDecoder): Promise<TaesdDecoder> {
+  if (typeof taesd !== "string") return taesd;
+  let cache = taesdCache.get(pipe);
+  if (!cache) taesdCache.set(pipe, cache = new Map());
+  let dec = cache.get(taesd);
+  if (!dec) {
+    dec = await loadTaesdDecoder(taesd, pipe.rt, { dtype: pipe.dtype });
+    cache.set(taesd, dec);
+  }
+  return dec;
+}
+
+/** Rounds half to even, as NumPy's `round`. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** NCHW `[1, 3, H, W]` floats → RGBA bytes, through `map` then clamp to [0, 1]. */
+function toImage(
+  chw: Float32Array,
+  height: number,
+  width: number,
+  map: (v: number) => number,
+): DecodedImage {
+  const plane = height * width;
+  const data = new Uint8Array(plane * 4);
+  const float = new Float32Array(plane * 3);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) {
+      const v = Math.min(1, Math.max(0, map(chw[c * plane + i])));
+      float[i * 3 + c] = v;
+      data[i * 4 + c] = roundHalfEven(Math.fround(v * 255));
+    }
+    data[i * 4 + 3] = 255;
+  }
+  return { width, height, data, float };
+}

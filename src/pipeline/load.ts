@@ -1,0 +1,181 @@
+/**
+ * `loadPipeline`: a checkpoint (diffusers folder or single-file `.safetensors`) turned into the
+ * tokenizer, text encoder, U-Net and VAE on the GPU, with the model's default scheduler config.
+ *
+ * @module
+ */
+import type { DType } from "../gpu/device.ts";
+import { Runtime } from "../gpu/runtime.ts";
+import { ClipTextModel } from "../models/clip.ts";
+import { UNet2DConditionModel } from "../models/unet.ts";
+import { AutoencoderKL } from "../models/vae.ts";
+import { type ClipTokenizer, loadTokenizer } from "../tokenizer/mod.ts";
+import type { SchedulerConfig } from "../schedulers/mod.ts";
+import { openDiffusersFolder } from "../weights/diffusers.ts";
+import {
+  closeModelSource,
+  type ModelConfigs,
+  type ModelSource,
+  openModelSource,
+  readComponent,
+} from "../weights/source.ts";
+import type { PredictionType } from "../weights/detect.ts";
+
+/** Options for {@link loadPipeline}. */
+export interface LoadPipelineOptions {
+  /** `"auto"` (f16 where the adapter has shader-f16 and the weights are half precision), `"f16"` or `"f32"`. */
+  dtype?: "auto" | DType;
+  /** A `GPUDevice` to use instead of the shared one. */
+  device?: GPUDevice;
+  /** A runtime to share (takes precedence over `device`). */
+  runtime?: Runtime;
+  /**
+   * A diffusers folder whose configs and tokenizer serve a single-file checkpoint that is not a
+   * standard SD 1.x / 2.x one (the tiny test models, fine-tunes with other shapes).
+   */
+  configFrom?: string;
+  /** A tokenizer folder or CLIP merges file (`bpe_simple_vocab_16e6.txt.gz`) for single files. */
+  tokenizer?: string;
+  /** Overrides the prediction type a single file was recognised with. */
+  predictionType?: PredictionType;
+  /** Load the VAE encoder too (for img2img); the decoder is always loaded. */
+  vaeEncoder?: boolean;
+}
+
+/** A loaded text-to-image pipeline. Free its GPU memory with `dispose()`. */
+export interface Pipeline {
+  /** The GPU runtime every model records on. */
+  readonly rt: Runtime;
+  /** The compute dtype. */
+  readonly dtype: DType;
+  /** The CLIP tokenizer. */
+  readonly tokenizer: ClipTokenizer;
+  /** The CLIP text encoder. */
+  readonly textEncoder: ClipTextModel;
+  /** The U-Net. */
+  readonly unet: UNet2DConditionModel;
+  /** The VAE. */
+  readonly vae: AutoencoderKL;
+  /** The configs of the components. */
+  readonly configs: ModelConfigs;
+  /** The model's own scheduler config (the default sampler). */
+  readonly schedulerConfig: SchedulerConfig;
+  /** A short name of the model (folder or file name), for PNG metadata. */
+  readonly name: string;
+  /** Checkpoint keys no module used, per component. */
+  readonly unused: Record<"text_encoder" | "unet" | "vae", string[]>;
+  /** Frees the models' GPU memory. */
+  dispose(): void;
+}
+
+/**
+ * Loads a Stable Diffusion checkpoint: a diffusers folder (`model_index.json`, `unet/`, `vae/`,
+ * `text_encoder/`, `tokenizer/`, `scheduler/`) or a single-file `.safetensors` (SD 1.x, SD 2.x).
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15", { dtype: "f32" });
+ * console.log(pipe.name, pipe.dtype);
+ * pipe.dispose();
+ * ```
+ */
+export async function loadPipeline(
+  path: string,
+  options: LoadPipelineOptions = {},
+): Promise<Pipeline> {
+  if (/\.(ckpt|pt|pth|bin)$/i.test(path)) {
+    throw new Error(
+      `${path}: pickle checkpoints are refused (loading pickle can run code); convert it to ` +
+        `.safetensors first`,
+    );
+  }
+  const rt = options.runtime ?? await Runtime.create({ device: options.device });
+  const helper = options.configFrom ? await openDiffusersFolder(options.configFrom) : undefined;
+  const source: ModelSource = await openModelSource(path, {
+    predictionType: options.predictionType,
+    configs: helper
+      ? {
+        unet: helper.configs.unet as ModelConfigs["unet"],
+        vae: helper.configs.vae as ModelConfigs["vae"],
+        text_encoder: helper.configs.text_encoder as ModelConfigs["text_encoder"],
+        scheduler: helper.configs.scheduler as ModelConfigs["scheduler"],
+      }
+      : undefined,
+  });
+  const disposers: (() => void)[] = [];
+  try {
+    const configs = source.configs;
+    const unetTensors = await readComponent(source, "unet");
+    const dtype = chooseDType(
+      rt,
+      options.dtype ?? "auto",
+      unetTensors.values().next().value?.dtype,
+    );
+    const unet = UNet2DConditionModel.load(rt, unetTensors, configs.unet, { dtype });
+    disposers.push(() => unet.dispose());
+    unetTensors.clear();
+    const vae = AutoencoderKL.load(rt, await readComponent(source, "vae"), configs.vae, {
+      dtype,
+      parts: options.vaeEncoder ? ["encoder", "decoder"] : ["decoder"],
+    });
+    disposers.push(() => vae.dispose());
+    const textEncoder = ClipTextModel.load(
+      rt,
+      await readComponent(source, "text_encoder"),
+      configs.text_encoder,
+      { dtype },
+    );
+    disposers.push(() => textEncoder.dispose());
+    const tokenizer = await openTokenizer(path, source, options, helper?.root);
+    const schedulerConfig = (configs.scheduler ?? {}) as SchedulerConfig;
+    await rt.flush();
+    const name = path.replace(/\/+$/, "").split("/").pop()!.replace(/\.safetensors$/, "");
+    return {
+      rt,
+      dtype,
+      tokenizer,
+      textEncoder,
+      unet,
+      vae,
+      configs,
+      schedulerConfig,
+      name,
+      unused: { unet: unet.unused, vae: vae.unused, text_encoder: textEncoder.unused },
+      dispose() {
+        for (const d of disposers) d();
+        rt.trim();
+      },
+    };
+  } catch (e) {
+    for (const d of disposers) d();
+    throw e;
+  } finally {
+    closeModelSource(source);
+  }
+}
+
+function chooseDType(rt: Runtime, want: "auto" | DType, weights: string | undefined): DType {
+  if (want === "auto") return rt.gpu.hasF16 && weights !== "F32" ? "f16" : "f32";
+  rt.assertDType(want);
+  return want;
+}
+
+async function openTokenizer(
+  path: string,
+  source: ModelSource,
+  options: LoadPipelineOptions,
+  helperRoot: string | undefined,
+): Promise<ClipTokenizer> {
+  if (options.tokenizer) {
+    const settings = source.configs.tokenizer as { pad_token?: string } | undefined;
+    return await loadTokenizer(options.tokenizer, { padToken: settings?.pad_token });
+  }
+  if (source.kind === "diffusers") return await loadTokenizer(`${source.folder.root}/tokenizer`);
+  if (helperRoot) return await loadTokenizer(`${helperRoot}/tokenizer`);
+  throw new Error(
+    `${path} is a single file and carries no tokenizer: pass { tokenizer: "path/to/` +
+      `bpe_simple_vocab_16e6.txt.gz" } (OpenAI CLIP's merges file) or a tokenizer folder, or ` +
+      `{ configFrom: "a diffusers folder of the same family" }`,
+  );
+}

@@ -1,0 +1,267 @@
+/**
+ * `sampleLatents`: the denoising loop. The scheduler (pure TypeScript) hands out scalars and a plan
+ * of linear combinations; the U-Net call, classifier-free guidance and the latent update run on the
+ * GPU. Yields after every step so callers can time, preview or stop.
+ *
+ * @module
+ */
+import type { Runtime } from "../gpu/runtime.ts";
+import type { Tensor } from "../gpu/tensor.ts";
+import { lincomb } from "../ops/elementwise.ts";
+import { type Rng, torchRandn } from "../rng/torch_randn.ts";
+import { createScheduler, type Scheduler, type StepPlan } from "../schedulers/mod.ts";
+import type { PromptEmbeds } from "./encode.ts";
+import type { Pipeline } from "./load.ts";
+
+/** Options for {@link sampleLatents}. */
+export interface SampleOptions {
+  /** Denoising steps (default 20). */
+  steps?: number;
+  /** Classifier-free guidance scale (default 7.5); ≤ 1 runs the cond batch only. */
+  guidance?: number;
+  /**
+   * The sampler: `"ddim"`, `"pndm"`, `"euler"`, `"euler_a"`, `"dpmpp_2m"`, `"lcm"`, A1111 names
+   * ("Euler a", "DPM++ 2M Karras") or diffusers class names; default: the model's own scheduler.
+   */
+  scheduler?: string;
+  /** Karras noise levels (Euler, DPM++ 2M). */
+  karras?: boolean;
+  /** DDIM's η. */
+  eta?: number;
+  /** Image width in pixels (default: the U-Net's sample size × 8). */
+  width?: number;
+  /** Image height in pixels. */
+  height?: number;
+  /** The seed of the default rng, `torchRandn(seed)` (default: random). */
+  seed?: number;
+  /** The Gaussian source: every draw (initial latents first, then each sampler draw) goes through it. */
+  rng?: Rng;
+  /** Start from these latents `[1, 4, h, w]` instead of drawing them (not scaled by init sigma). */
+  latents?: Float32Array;
+  /** Stops the loop cleanly (the generator returns) and frees its buffers. */
+  signal?: AbortSignal;
+}
+
+/** What the sampler yields after each step. */
+export interface SampleStep {
+  /** Step index, from 0. */
+  index: number;
+  /** How many U-Net calls the run makes in all. */
+  total: number;
+  /** The timestep the U-Net saw. */
+  timestep: number;
+  /** The latents after this step, f32 `[1, 4, h, w]`; valid until the next step (the last stays). */
+  latents: Tensor;
+}
+
+/** The pixel sizes a U-Net accepts: multiples of 8·2^(levels−1). */
+export function sizeFactor(pipe: Pipeline): number {
+  return 8 * 2 ** (pipe.configs.unet.block_out_channels.length - 1);
+}
+
+/** Builds the scheduler a run uses (the model's own unless `options.scheduler` names another). */
+export function schedulerFor(pipe: Pipeline, options: SampleOptions): Scheduler {
+  const config = pipe.schedulerConfig;
+  const name = options.scheduler ?? String(config._class_name ?? "PNDMScheduler");
+  return createScheduler(name, config, {
+    steps: options.steps ?? 20,
+    eta: options.eta,
+    karras: options.karras,
+  });
+}
+
+/**
+ * Runs the denoising loop, yielding `{ index, timestep, latents }` after every step.
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline } from "./load.ts";
+ * import { encodePrompt } from "./encode.ts";
+ * import { sampleLatents } from "./sample.ts";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
+ * const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
+ * let latents;
+ * for await (const step of sampleLatents(pipe, embeds, { steps: 4, seed: 0 })) {
+ *   latents = step.latents;
+ * }
+ * ```
+ */
+export async function* sampleLatents(
+  pipe: Pipeline,
+  embeds: PromptEmbeds,
+  options: SampleOptions = {},
+): AsyncGenerator<SampleStep, void, undefined> {
+  const rt = pipe.rt;
+  const { height, width } = checkSize(pipe, options);
+  const guidance = options.guidance ?? 7.5;
+  if (!Number.isFinite(guidance)) throw new Error(`guidance must be a number, got ${guidance}`);
+  const cfg = guidance > 1;
+  const scheduler = schedulerFor(pipe, options);
+  const rng = options.rng ?? torchRandn(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const shape = [1, pipe.configs.unet.in_channels, height / 8, width / 8];
+  const n = shape.reduce((a, b) => a * b, 1);
+  const owned = new Set<Tensor>();
+  const keep = (t: Tensor) => (owned.add(t), t);
+  const drop = (t: Tensor | undefined) => {
+    if (t && owned.delete(t)) t.dispose();
+  };
+
+  // 1. initial latents: noise · init sigma (or the caller's latents as they are)
+  let latents: Tensor;
+  if (options.latents) {
+    if (options.latents.length !== n) {
+      throw new Error(`latents have ${options.latents.length} values; [${shape}] needs ${n}`);
+    }
+    latents = keep(rt.upload(options.latents, shape));
+  } else {
+    const noise = rt.upload(rng.randn(shape), shape);
+    latents = keep(lincomb([noise], [scheduler.initNoiseSigma]));
+    noise.dispose();
+  }
+
+  // 2. the text context: [2, L, D] (uncond, cond) with guidance, else [1, L, D]
+  const context = keep(cfg ? stackBatch(rt, embeds.uncond, embeds.cond) : copyOf(rt, embeds.cond));
+  const state = new Map<string, Tensor>();
+  try {
+    for (let i = 0; i < scheduler.timesteps.length; i++) {
+      if (options.signal?.aborted) return;
+      const t = scheduler.timesteps[i];
+      // 3. model input: latents · scale, cast to the model dtype, doubled for guidance
+      const scaled = lincomb([latents], [scheduler.scaleModelInput(i)], {
+        out: rt.empty(shape, pipe.dtype),
+      });
+      const input = cfg ? stackBatch(rt, scaled, scaled) : scaled; // [B, 4, h, w]
+      if (cfg) scaled.dispose();
+      // 4. U-Net and guidance: u + g·(c − u), in f32
+      const out = pipe.unet.forward(input, t, context); // [B, 4, h, w]
+      input.dispose();
+      let guided: Tensor;
+      if (cfg) {
+        const [u, c] = splitBatch(rt, out);
+        guided = lincomb([u, c], [1 - guidance, guidance], { out: rt.empty(shape, "f32") });
+        u.dispose();
+        c.dispose();
+      } else {
+        guided = lincomb([out], [1], { out: rt.empty(shape, "f32") });
+      }
+      out.dispose();
+      // 5. scheduler update on the GPU
+      state.set("sample", latents);
+      state.set("model_output", guided);
+      const next = runPlanGpu(rt, scheduler.step(i), state, rng, shape);
+      guided.dispose();
+      state.delete("model_output");
+      state.delete("sample");
+      drop(latents);
+      latents = keep(next);
+      await rt.flush(`step ${i}`);
+      yield { index: i, total: scheduler.timesteps.length, timestep: t, latents };
+    }
+    owned.delete(latents);
+  } finally {
+    for (const t of state.values()) t.dispose();
+    for (const t of owned) t.dispose();
+  }
+}
+
+function checkSize(pipe: Pipeline, options: SampleOptions): { height: number; width: number } {
+  const def = Number(pipe.configs.unet.sample_size ?? 64) * 8;
+  const width = options.width ?? def;
+  const height = options.height ?? def;
+  const f = sizeFactor(pipe);
+  for (const [name, v] of [["width", width], ["height", height]] as const) {
+    if (!Number.isInteger(v) || v <= 0) {
+      throw new Error(`${name} must be a positive whole number, got ${v}`);
+    }
+    if (v % 8 !== 0) throw new Error(`${name} ${v} is not a multiple of 8 (the VAE's factor)`);
+    if (v % f !== 0) {
+      throw new Error(
+        `${name} ${v} is not a multiple of ${f} (this U-Net halves the latent ${
+          Math.log2(f / 8)
+        } times); try ${Math.max(f, Math.round(v / f) * f)}`,
+      );
+    }
+  }
+  const maxBinding = pipe.rt.gpu.limits.maxStorageBufferBindingSize;
+  const c0 = pipe.configs.unet.block_out_channels[0];
+  const biggest = 2 * c0 * (height / 8) * (width / 8) * 4 * 2; // GEGLU inner width, f32, batch 2
+  if (biggest > maxBinding) {
+    throw new Error(
+      `${width}×${height} needs buffers of ${biggest} bytes, beyond this GPU's ` +
+        `maxStorageBufferBindingSize (${maxBinding}); use a smaller size`,
+    );
+  }
+  return { height, width };
+}
+
+function copyOf(rt: Runtime, x: Tensor): Tensor {
+  const out = rt.empty(x.shape, x.dtype);
+  rt.copy(x, out, { bytes: x.byteSize });
+  return out;
+}
+
+/** [1, …] + [1, …] → [2, …] by two copies. */
+function stackBatch(rt: Runtime, a: Tensor, b: Tensor): Tensor {
+  if (a.size !== b.size || a.dtype !== b.dtype || a.shape[0] !== 1) {
+    throw new Error(`denoise: cannot stack [${a.shape}] ${a.dtype} with [${b.shape}] ${b.dtype}`);
+  }
+  const out = rt.empty([2, ...a.shape.slice(1)], a.dtype);
+  rt.copy(a, out, { bytes: a.byteSize });
+  rt.copy(b, out, { dstOffset: a.byteSize, bytes: b.byteSize });
+  return out;
+}
+
+/** [2, …] → two [1, …] copies. */
+function splitBatch(rt: Runtime, x: Tensor): [Tensor, Tensor] {
+  const shape = [1, ...x.shape.slice(1)];
+  const half = x.byteSize / 2;
+  const a = rt.empty(shape, x.dtype), b = rt.empty(shape, x.dtype);
+  rt.copy(x, a, { bytes: half });
+  rt.copy(x, b, { srcOffset: half, bytes: half });
+  return [a, b];
+}
+
+/**
+ * Runs a scheduler plan on GPU tensors: `randn` draws through `rng`, `lincomb` runs in f32 (at most
+ * four terms, as the schedulers guarantee). Returns the new latents; scheduler-owned buffers stay in `state`.
+ */
+export function runPlanGpu(
+  rt: Runtime,
+  plan: StepPlan,
+  state: Map<string, Tensor>,
+  rng: Rng,
+  shape: number[],
+): Tensor {
+  const produced: string[] = [];
+  for (const op of plan.ops) {
+    let value: Tensor;
+    if (op.op === "randn") {
+      value = rt.upload(rng.randn(shape), shape);
+    } else {
+      const get = (name: string) => {
+        const t = state.get(name);
+        if (!t) throw new Error(`denoise: scheduler plan reads "${name}" before writing it`);
+        return t;
+      };
+      if (op.terms.length > 4) throw new Error("denoise: scheduler plans combine at most 4 terms");
+      value = lincomb(op.terms.map((x) => get(x.src)), op.terms.map((x) => x.coef), {
+        out: rt.empty(shape, "f32"),
+      });
+    }
+    const old = state.get(op.dst);
+    if (old && op.dst !== "sample" && op.dst !== "model_output") old.dispose();
+    state.set(op.dst, value);
+    produced.push(op.dst);
+  }
+  const out = state.get(plan.output);
+  if (!out) throw new Error(`denoise: scheduler plan has no "${plan.output}"`);
+  state.delete(plan.output);
+  // one-off values (noise, prev_sample) are freed; scheduler slots stay for the next step
+  for (const name of ["noise", "prev_sample"]) {
+    if (name !== plan.output && produced.includes(name)) {
+      state.get(name)?.dispose();
+      state.delete(name);
+    }
+  }
+  return out;
+}

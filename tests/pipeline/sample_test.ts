@@ -1,0 +1,207 @@
+import assert from "node:assert/strict";
+import { decodeLatents } from "../../src/pipeline/decode.ts";
+import { encodePrompt } from "../../src/pipeline/encode.ts";
+import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
+import { sampleLatents } from "../../src/pipeline/sample.ts";
+import type { Rng } from "../../src/rng/torch_randn.ts";
+import { GPU_TEST, testRuntime } from "../gpu_util.ts";
+import { assertClose, errorStats, fixture, FIXTURES, modelDir } from "../util.ts";
+
+const RUNS = [
+  "tiny-sd15__pndm",
+  "tiny-sd15__ddim",
+  "tiny-sd15__euler",
+  "tiny-sd15__euler_a",
+  "tiny-sd15__dpmpp2m",
+  "tiny-sd15__lcm",
+  "tiny-sd2__ddim_v",
+];
+
+/** An rng that replays the fixture's draws: the initial noise, then every in-step draw. */
+async function replayRng(run: string): Promise<{ rng: Rng; left: () => number }> {
+  const draws: Float32Array[] = [(await fixture(`dumps/${run}/latents_init_noise.npy`)).data];
+  try {
+    const steps = await fixture(`dumps/${run}/step_noise.npy`);
+    const per = steps.shape.slice(1).reduce((a, b) => a * b, 1);
+    for (let k = 0; k < steps.shape[0]; k++) draws.push(steps.data.slice(k * per, (k + 1) * per));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  let next = 0;
+  return {
+    rng: {
+      randn(shape: number[]) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const d = draws[next++];
+        assert.ok(d, `the sampler drew more noise than the reference (draw ${next})`);
+        assert.equal(d.length, n, `draw ${next} has ${n} values, the reference ${d.length}`);
+        return d;
+      },
+    },
+    left: () => draws.length - next,
+  };
+}
+
+const pipes = new Map<string, Promise<Pipeline>>();
+function pipeFor(model: string): Promise<Pipeline> {
+  let p = pipes.get(model);
+  if (!p) {
+    p = testRuntime().then((runtime) => loadPipeline(modelDir(model)!, { dtype: "f32", runtime }));
+    pipes.set(model, p);
+  }
+  return p;
+}
+
+for (const run of RUNS) {
+  const model = run.split("__")[0];
+  Deno.test({
+    name: `pipeline ${run}: every step, the final latents and the image match diffusers (f32)`,
+    ignore: modelDir(model) === undefined,
+    ...GPU_TEST,
+    fn: async () => {
+      const manifest = JSON.parse(
+        await Deno.readTextFile(new URL(`dumps/${run}/manifest.json`, FIXTURES)),
+      );
+      const args = manifest.args;
+      const pipe = await pipeFor(model);
+      const embeds = await encodePrompt(pipe, args.prompt, {
+        negativePrompt: args.negative_prompt ?? "",
+      });
+      const { rng, left } = await replayRng(run);
+      const stepsOut = await fixture(`dumps/${run}/step_latents_out.npy`);
+      const per = stepsOut.shape.slice(1).reduce((a, b) => a * b, 1);
+      const errors: string[] = [];
+      let last;
+      for await (
+        const s of sampleLatents(pipe, embeds, {
+          steps: args.steps,
+          guidance: args.guidance,
+          scheduler: manifest.scheduler_class,
+          eta: args.eta || undefined,
+          karras: args.karras || undefined,
+          rng,
+        })
+      ) {
+        assert.equal(s.timestep, manifest.timesteps[s.index], `timestep of step ${s.index}`);
+        const got = await s.latents.read();
+        const ref = stepsOut.data.subarray(s.index * per, (s.index + 1) * per);
+        const st = errorStats(got, ref);
+        errors.push(
+          `step ${s.index}: max |Δ| ${st.maxAbs.toExponential(2)} of scale ${st.scale.toFixed(3)}`,
+        );
+        assertClose(got, ref, {
+          atol: 2e-4 * st.scale,
+          rtol: 0,
+          label: `${run} step ${s.index}\n${errors.join("\n")}`,
+        });
+        last = s.latents;
+      }
+      assert.equal(errors.length, manifest.timesteps.length);
+      assert.equal(left(), 0, "every reference draw was used");
+      const final = await fixture(`dumps/${run}/latents_final.npy`);
+      const got = await last!.read();
+      assertClose(got, final.data, {
+        atol: 2e-4 * errorStats(got, final.data).scale,
+        rtol: 0,
+        label: "final latents",
+      });
+      const image = await decodeLatents(pipe, last!);
+      last!.dispose();
+      embeds.dispose();
+      const float = await fixture(`dumps/${run}/image_float.npy`);
+      assertClose(image.float, float.data, { atol: 2e-4, rtol: 0, label: "image_float" });
+      const u8 = await fixture(`dumps/${run}/image_uint8.npy`);
+      let off = 0;
+      for (let i = 0; i < u8.data.length; i++) {
+        const px = Math.floor(i / 3), c = i % 3;
+        if (Math.abs(image.data[px * 4 + c] - u8.data[i]) > 1) off++;
+      }
+      assert.equal(off, 0, `${off} pixel values differ from image_uint8 by more than 1`);
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "pipeline: seed 0 with the default torch-compatible rng reproduces diffusers' run (euler a)",
+  ...GPU_TEST,
+  fn: async () => {
+    const run = "tiny-sd15__euler_a";
+    const pipe = await pipeFor("tiny-sd15");
+    const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
+    let last;
+    for await (
+      const s of sampleLatents(pipe, embeds, { steps: 4, scheduler: "Euler a", seed: 0 })
+    ) last = s.latents;
+    const final = await fixture(`dumps/${run}/latents_final.npy`);
+    const got = await last!.read();
+    assertClose(got, final.data, {
+      atol: 2e-4 * errorStats(got, final.data).scale,
+      rtol: 0,
+      label: "final latents",
+    });
+    last!.dispose();
+    embeds.dispose();
+  },
+});
+
+Deno.test({
+  name: "pipeline: f16 compute stays within f16 tolerance of the f32 reference (pndm)",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    if (!rt.gpu.hasF16) {
+      console.log("skipped: the adapter has no shader-f16");
+      return;
+    }
+    const run = "tiny-sd15__pndm";
+    const pipe = await loadPipeline(modelDir("tiny-sd15")!, { dtype: "f16", runtime: rt });
+    try {
+      assert.equal(pipe.dtype, "f16");
+      const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
+      let last;
+      for await (const s of sampleLatents(pipe, embeds, { steps: 4, seed: 0 })) last = s.latents;
+      const final = await fixture(`dumps/${run}/latents_final.npy`);
+      const got = await last!.read();
+      const st = errorStats(got, final.data);
+      assert.ok(
+        st.nmse < 1e-4,
+        `f16 latents NMSE ${st.nmse} (max |Δ| ${st.maxAbs} of ${st.scale})`,
+      );
+      const image = await decodeLatents(pipe, last!);
+      const float = await fixture(`dumps/${run}/image_float.npy`);
+      const ist = errorStats(image.float, float.data);
+      assert.ok(ist.maxAbs < 2e-2, `f16 image max |Δ| ${ist.maxAbs}`);
+      last!.dispose();
+      embeds.dispose();
+    } finally {
+      pipe.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "pipeline: abort stops the loop and bad sizes are refused with the fix",
+  ...GPU_TEST,
+  fn: async () => {
+    const pipe = await pipeFor("tiny-sd15");
+    const embeds = await encodePrompt(pipe, "a fox");
+    const ctl = new AbortController();
+    const seen: number[] = [];
+    for await (const s of sampleLatents(pipe, embeds, { steps: 4, seed: 1, signal: ctl.signal })) {
+      seen.push(s.index);
+      ctl.abort();
+    }
+    assert.deepEqual(seen, [0]);
+    const bad = async (o: object, re: RegExp) => {
+      await assert.rejects(async () => {
+        for await (const _ of sampleLatents(pipe, embeds, { steps: 1, ...o })) { /* drain */ }
+      }, re);
+    };
+    await bad({ width: 100 }, /width 100 is not a multiple of 8/);
+    await bad({ height: 72 }, /height 72 is not a multiple of 64.*try 64/);
+    await bad({ scheduler: "nope" }, /unknown scheduler "nope"/);
+    await bad({ latents: new Float32Array(3) }, /latents have 3 values/);
+    embeds.dispose();
+  },
+});
