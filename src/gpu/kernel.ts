@@ -6,6 +6,7 @@
  * @module
  */
 import { Template } from "@huggingface/jinja";
+import { ACTIVATIONS_WGSL } from "./wgsl_lib.ts";
 
 /** A template parameter value. */
 export type ParamValue = string | number | boolean;
@@ -83,7 +84,8 @@ export function registerTemplate(name: string, text: string): void {
 }
 
 /**
- * Renders a kernel template with its parameters (plus `enable_f16` when any dtype is f16).
+ * Renders a kernel template with its parameters, plus `enable_f16` (true when any param is "f16")
+ * and `activations` (the shared WGSL activation functions of `wgsl_lib.ts`).
  *
  * @example
  * ```ts
@@ -102,7 +104,7 @@ export function renderKernel(key: PipelineKey): string {
   let tpl = compiled.get(key.kernel);
   if (!tpl) compiled.set(key.kernel, tpl = new Template(text));
   const enableF16 = Object.values(key.params).includes("f16");
-  return tpl.render({ ...key.params, enable_f16: enableF16 });
+  return tpl.render({ ...key.params, enable_f16: enableF16, activations: ACTIVATIONS_WGSL });
 }
 
 /** A compiled pipeline and the rendered source it came from. */

@@ -29,7 +29,9 @@ const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
  */
 export function parseNpy(bytes: Uint8Array): NpyArray {
   for (let i = 0; i < MAGIC.length; i++) {
-    if (bytes[i] !== MAGIC[i]) throw new Error("not a .npy file: the magic string \\x93NUMPY is missing");
+    if (bytes[i] !== MAGIC[i]) {
+      throw new Error("not a .npy file: the magic string \\x93NUMPY is missing");
+    }
   }
   const major = bytes[6];
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
