@@ -111,3 +111,22 @@ export {
 } from "./src/weights/source.ts";
 export { openSafetensors, type SafetensorsFile } from "./src/weights/safetensors.ts";
 export { StrictImportError } from "./src/weights/strict.ts";
+export { linear, type LinearOptions, matmul, type MatmulOptions } from "./src/ops/gemm.ts";
+export { conv2d, type Conv2dOptions } from "./src/ops/conv2d.ts";
+export { groupNorm, layerNorm } from "./src/ops/norm.ts";
+export { attention, type AttentionOptions, attentionQkv } from "./src/ops/attention.ts";
+export {
+  batchConcat,
+  batchSlice,
+  concatChannels,
+  nchwToTokens,
+  tokensToNchw,
+  upsampleNearest2x,
+} from "./src/ops/layout.ts";
+export { geglu } from "./src/ops/geglu.ts";
+export { ClipTextModel, type ClipTextOutput } from "./src/models/clip.ts";
+export { UNet2DConditionModel, type UNetForwardOptions } from "./src/models/unet.ts";
+export { AutoencoderKL } from "./src/models/vae.ts";
+export { loadTaesdDecoder, type TaesdDecoder } from "./src/models/taesd.ts";
+export { timestepEmbedding } from "./src/models/embeddings.ts";
+export { SD15, SD21 } from "./src/weights/configs.ts";
