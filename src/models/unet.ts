@@ -23,6 +23,12 @@ export interface UNetForwardOptions {
    * output. The model frees intermediates afterwards: copy what you keep (e.g. `rt.copy`).
    */
   capture?: (name: string, t: Tensor) => void;
+  /**
+   * Opt-in: called for every cross-attention layer (`down_blocks.0.attentions.0.transformer_blocks.0.attn2`, …)
+   * with its softmax probabilities averaged over heads, `[B, h·w, Lctx]` f32. The callee owns and
+   * disposes the tensor (it is written when the recorded work runs: read it after a flush).
+   */
+  attentionProbs?: (name: string, probs: Tensor) => void;
 }
 
 /** Config values the model does not implement, with the value it requires. */
@@ -287,7 +293,11 @@ export class UNet2DConditionModel {
     const emb = this.time_embedding.linear_2.forward(t1); // [B, 4·C0]
     t1.dispose();
     capture?.("time_embedding", emb);
-    const ctx: UNetContext = { tembAct: unary(emb, "silu"), encoderHiddenStates };
+    const ctx: UNetContext = {
+      tembAct: unary(emb, "silu"),
+      encoderHiddenStates,
+      attentionProbs: options.attentionProbs,
+    };
     emb.dispose();
     // 2. conv_in
     const x = this.conv_in.forward(sample); // [B, C0, h, w]

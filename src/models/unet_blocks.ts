@@ -21,6 +21,8 @@ export interface UNetContext {
   tembAct: Tensor; // [B, T]
   /** The text embeddings the cross-attention reads. */
   encoderHiddenStates: Tensor; // [B, Lctx, Dctx]
+  /** Opt-in hook: each cross-attention layer's head-averaged probabilities (see `UNetForwardOptions`). */
+  attentionProbs?: (name: string, probs: Tensor) => void;
 }
 
 /** Widths and norms of a {@link ResnetBlock2D}. */
@@ -160,10 +162,13 @@ export class Attention {
   readonly to_out: [Linear];
   /** Attention heads. */
   readonly heads: number;
+  /** The module's diffusers name (`…transformer_blocks.0.attn2`), given to the probs hook. */
+  readonly name: string;
 
   /** Takes `to_q`, `to_k`, `to_v`, `to_out.0` from `scope`. */
   constructor(scope: ParamScope, options: { dim: number; contextDim?: number; heads: number }) {
     const { dim, heads } = options;
+    this.name = scope.prefix;
     const ctx = options.contextDim ?? dim;
     this.heads = heads;
     this.to_q = new Linear(scope.child("to_q"), dim, dim, { bias: false });
@@ -172,13 +177,27 @@ export class Attention {
     this.to_out = [new Linear(scope.child("to_out").child(0), dim, dim)];
   }
 
-  /** Attention of `x` over `context` (or itself), plus `residual`. */
-  forward(x: Tensor, options: { context?: Tensor; residual?: Tensor } = {}): Tensor {
+  /**
+   * Attention of `x` over `context` (or itself), plus `residual`; `probs` receives the
+   * head-averaged attention probabilities `[B, L, Lk]` (f32, owned by the callee).
+   */
+  forward(
+    x: Tensor,
+    options: {
+      context?: Tensor;
+      residual?: Tensor;
+      probs?: (name: string, probs: Tensor) => void;
+    } = {},
+  ): Tensor {
     const src = options.context ?? x;
     const q = this.to_q.forward(x); // [B, L, C]
     const k = this.to_k.forward(src); // [B, Lk, C]
     const v = this.to_v.forward(src); // [B, Lk, C]
-    const o = attention(q, k, v, { heads: this.heads }); // [B, L, C]
+    const probs = options.probs
+      ? x.rt.empty([x.shape[0], x.shape[1], src.shape[1]], "f32") // [B, L, Lk]
+      : undefined;
+    const o = attention(q, k, v, { heads: this.heads, probs }); // [B, L, C]
+    if (probs) options.probs!(this.name, probs);
     q.dispose();
     k.dispose();
     v.dispose();
@@ -263,13 +282,14 @@ export class BasicTransformerBlock {
     this.ff = new FeedForward(scope.child("ff"), dim);
   }
 
-  /** The block on tokens `x` `[B, L, dim]` with text `context` `[B, Lctx, Dctx]`. */
-  forward(x: Tensor, context: Tensor): Tensor {
+  /** The block on tokens `x` `[B, L, dim]` with the text context of `ctx` `[B, Lctx, Dctx]`. */
+  forward(x: Tensor, ctx: UNetContext): Tensor {
+    const context = ctx.encoderHiddenStates;
     const n1 = this.norm1.forward(x); // [B, L, C]
     const h1 = this.attn1.forward(n1, { residual: x }); // [B, L, C]
     n1.dispose();
     const n2 = this.norm2.forward(h1); // [B, L, C]
-    const h2 = this.attn2.forward(n2, { context, residual: h1 }); // [B, L, C]
+    const h2 = this.attn2.forward(n2, { context, residual: h1, probs: ctx.attentionProbs }); // [B, L, C]
     n2.dispose();
     h1.dispose();
     const n3 = this.norm3.forward(h2); // [B, L, C]
@@ -349,7 +369,7 @@ export class Transformer2DModel {
     let h = this.proj_in.forward(tokens); // [B, H·W, C]
     tokens.dispose();
     for (const block of this.transformer_blocks) {
-      const next = block.forward(h, ctx.encoderHiddenStates); // [B, H·W, C]
+      const next = block.forward(h, ctx); // [B, H·W, C]
       h.dispose();
       h = next;
     }

@@ -10,6 +10,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { lincomb } from "../ops/elementwise.ts";
 import { type Rng, torchRandn } from "../rng/torch_randn.ts";
 import { createScheduler, type Scheduler, type StepPlan } from "../schedulers/mod.ts";
+import type { UNetForwardOptions } from "../models/unet.ts";
 import type { PromptEmbeds } from "./encode.ts";
 import type { Pipeline } from "./load.ts";
 
@@ -40,6 +41,8 @@ export interface SampleOptions {
   latents?: Float32Array;
   /** Stops the loop cleanly (the generator returns) and frees its buffers. */
   signal?: AbortSignal;
+  /** Options passed to every U-Net call (for example the `attentionProbs` hook of the notebooks). */
+  unet?: UNetForwardOptions;
 }
 
 /** What the sampler yields after each step. */
@@ -133,7 +136,7 @@ export async function* sampleLatents(
       const input = cfg ? stackBatch(rt, scaled, scaled) : scaled; // [B, 4, h, w]
       if (cfg) scaled.dispose();
       // 4. U-Net and guidance: u + g·(c − u), in f32
-      const out = pipe.unet.forward(input, t, context); // [B, 4, h, w]
+      const out = pipe.unet.forward(input, t, context, options.unet); // [B, 4, h, w]
       input.dispose();
       let guided: Tensor;
       if (cfg) {

@@ -14,7 +14,14 @@ import {
   readComponent,
 } from "../../src/weights/source.ts";
 import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
-import { assertCloseToScale, errorStats, fixture, SHARED, sharedAvailable } from "../util.ts";
+import {
+  assertCloseToScale,
+  errorStats,
+  fixture,
+  randomArray,
+  SHARED,
+  sharedAvailable,
+} from "../util.ts";
 import { modelDir, singleFile } from "../weights/fixtures.ts";
 
 const KERNELS = ["gemm", "conv2d", "norm", "attention", "layout", "geglu"];
@@ -261,4 +268,42 @@ Deno.test("unet: the timestep embedding matches diffusers' time_proj to float32 
   // different frequency moves an argument near 18 by 2e-6.
   const s = errorStats(got, ref.data as Float32Array);
   assert.ok(s.maxAbs <= 1e-5, `time_proj max |Δ| ${s.maxAbs}`);
+});
+
+Deno.test({
+  name: "unet: the attentionProbs hook gives each cross-attention layer's probabilities",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    const dir = modelDir("tiny-sd15")!;
+    const src = await openModelSource(dir);
+    const unet = UNet2DConditionModel.load(rt, await readComponent(src, "unet"), src.configs.unet, {
+      dtype: "f32",
+    });
+    const ctx = rt.upload(randomArray(2 * 77 * 32, 5), [2, 77, 32]);
+    const sample = rt.upload(randomArray(2 * 4 * 16 * 16, 6), [2, 4, 16, 16]);
+    const seen: { name: string; probs: Tensor }[] = [];
+    const out = unet.forward(sample, 500, ctx, {
+      attentionProbs: (name, probs) => seen.push({ name, probs }),
+    });
+    await rt.flush();
+    // tiny-sd15: 3 cross-attn down blocks × 2 layers, 1 mid, 3 up blocks × 3 layers
+    assert.equal(seen.length, 3 * 2 + 1 + 3 * 3);
+    assert.equal(seen[0].name, "down_blocks.0.attentions.0.transformer_blocks.0.attn2");
+    assert.ok(seen.some((s) => s.name === "mid_block.attentions.0.transformer_blocks.0.attn2"));
+    for (const { name, probs } of seen) {
+      assert.equal(probs.shape[0], 2);
+      assert.equal(probs.shape[2], 77);
+      const p = await probs.read();
+      for (let row = 0; row < p.length / 77; row += 7) {
+        let sum = 0;
+        for (let j = 0; j < 77; j++) sum += p[row * 77 + j];
+        assert.ok(Math.abs(sum - 1) < 1e-4, `${name} row ${row} sums to ${sum}`);
+      }
+      probs.dispose();
+    }
+    for (const t of [out, ctx, sample]) t.dispose();
+    unet.dispose();
+    closeModelSource(src);
+  },
 });
