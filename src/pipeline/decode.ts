@@ -61,7 +61,9 @@ export async function decodeLatents(
     return toImage(host, 8 * h, 8 * w, (v) => v);
   }
   const scaling = Number(pipe.configs.vae.scaling_factor ?? 0.18215);
-  const x = lincomb([latents], [1 / scaling], { out: pipe.rt.empty(latents.shape, pipe.dtype) });
+  const x = lincomb([latents], [1 / scaling], {
+    out: pipe.rt.empty(latents.shape, pipe.vae.dtype),
+  });
   const img = pipe.vae.decode(x); // [1, 3, 8h, 8w] in about [-1, 1]
   x.dispose();
   const host = await img.read();

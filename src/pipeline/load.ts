@@ -40,6 +40,11 @@ export interface LoadPipelineOptions {
   predictionType?: PredictionType;
   /** Load the VAE encoder too (for img2img); the decoder is always loaded. */
   vaeEncoder?: boolean;
+  /**
+   * The VAE's dtype. By default the VAE runs in f32 when its config says `force_upcast` (the SD
+   * VAEs overflow f16 at high resolution, as diffusers knows), else in the pipeline's dtype.
+   */
+  vaeDType?: DType;
 }
 
 /** A loaded text-to-image pipeline. Free its GPU memory with `dispose()`. */
@@ -115,8 +120,11 @@ export async function loadPipeline(
     const unet = UNet2DConditionModel.load(rt, unetTensors, configs.unet, { dtype });
     disposers.push(() => unet.dispose());
     unetTensors.clear();
+    const vaeDType = options.vaeDType ??
+      (dtype === "f16" && configs.vae.force_upcast !== false ? "f32" : dtype);
+    rt.assertDType(vaeDType);
     const vae = AutoencoderKL.load(rt, await readComponent(source, "vae"), configs.vae, {
-      dtype,
+      dtype: vaeDType,
       parts: options.vaeEncoder ? ["encoder", "decoder"] : ["decoder"],
     });
     disposers.push(() => vae.dispose());
