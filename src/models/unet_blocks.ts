@@ -1,6 +1,6 @@
 /**
- * The building blocks of the diffusers `UNet2DConditionModel`: `ResnetBlock2D`,
- * `Transformer2DModel` (with `BasicTransformerBlock`, `Attention`, `FeedForward`), the down / mid /
+ * The building blocks of the diffusers `UNet2DConditionModel` (besides `ResnetBlock2D`, in
+ * `resnet.ts`): `Transformer2DModel` (with `BasicTransformerBlock`, `Attention`, `FeedForward`), the down / mid /
  * up blocks, under their checkpoint names. Each `forward` records ops and never disposes its
  * inputs; intermediates are freed as soon as they are consumed.
  *
@@ -8,11 +8,11 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
-import { binary } from "../ops/elementwise.ts";
 import { linear } from "../ops/gemm.ts";
 import { geglu } from "../ops/geglu.ts";
-import { concatChannels, nchwToTokens, tokensToNchw } from "../ops/layout.ts";
+import { nchwToTokens, tokensToNchw } from "../ops/layout.ts";
 import { Conv2d, GroupNorm, LayerNorm, Linear } from "./layers.ts";
+import { ResnetBlock2D } from "./resnet.ts";
 import type { ParamScope } from "./params.ts";
 
 /** What every block of one U-Net call reads besides its input. */
@@ -23,86 +23,6 @@ export interface UNetContext {
   encoderHiddenStates: Tensor; // [B, Lctx, Dctx]
   /** Opt-in hook: each cross-attention layer's head-averaged probabilities (see `UNetForwardOptions`). */
   attentionProbs?: (name: string, probs: Tensor) => void;
-}
-
-/** Widths and norms of a {@link ResnetBlock2D}. */
-export interface ResnetConfig {
-  /** Input channels (the concatenated width in up blocks). */
-  inChannels: number;
-  /** Output channels. */
-  outChannels: number;
-  /** Width of the time embedding. */
-  tembChannels: number;
-  /** GroupNorm groups. */
-  groups: number;
-  /** GroupNorm epsilon. */
-  eps: number;
-}
-
-/**
- * diffusers `ResnetBlock2D` (default time-embedding shift, output scale 1, no dropout):
- * `x + conv2(silu(norm2(conv1(silu(norm1(x))) + time_emb_proj(silu(temb)))))`, with a 1×1
- * `conv_shortcut` on `x` when the width changes.
- *
- * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { ResnetBlock2D } from "./unet_blocks.ts";
- * declare const scope: ParamScope;
- * const resnet = new ResnetBlock2D(scope.child("resnets").child(0), {
- *   inChannels: 320, outChannels: 640, tembChannels: 1280, groups: 32, eps: 1e-5,
- * });
- * ```
- */
-export class ResnetBlock2D {
-  /** GroupNorm on the input. */
-  readonly norm1: GroupNorm;
-  /** 3×3 conv, in → out. */
-  readonly conv1: Conv2d;
-  /** Linear from the time embedding to one value per channel. */
-  readonly time_emb_proj: Linear;
-  /** GroupNorm after the time embedding is added. */
-  readonly norm2: GroupNorm;
-  /** 3×3 conv, out → out. */
-  readonly conv2: Conv2d;
-  /** 1×1 conv on the input when the width changes. */
-  readonly conv_shortcut?: Conv2d;
-
-  /** Takes the block's parameters from `scope`. */
-  constructor(scope: ParamScope, readonly config: ResnetConfig) {
-    const { inChannels: cin, outChannels: cout, groups, eps } = config;
-    this.norm1 = new GroupNorm(scope.child("norm1"), groups, cin, eps);
-    this.conv1 = new Conv2d(scope.child("conv1"), cin, cout, 3, { padding: 1 });
-    this.time_emb_proj = new Linear(scope.child("time_emb_proj"), config.tembChannels, cout);
-    this.norm2 = new GroupNorm(scope.child("norm2"), groups, cout, eps);
-    this.conv2 = new Conv2d(scope.child("conv2"), cout, cout, 3, { padding: 1 });
-    if (cin !== cout) this.conv_shortcut = new Conv2d(scope.child("conv_shortcut"), cin, cout, 1);
-  }
-
-  /** The block on `x` (channel-concatenated with `skip` first, in up blocks). */
-  forward(x: Tensor, ctx: UNetContext, options: { skip?: Tensor } = {}): Tensor {
-    const [b, , h, w] = x.shape;
-    const cout = this.config.outChannels;
-    const input = options.skip ? concatChannels(x, options.skip) : x; // [B, Cin, H, W]
-    const n1 = this.norm1.forward(input, { silu: true }); // [B, Cin, H, W]
-    const c1 = this.conv1.forward(n1); // [B, Cout, H, W]
-    n1.dispose();
-    const t = this.time_emb_proj.forward(ctx.tembAct); // [B, Cout]
-    const withTime = binary(c1.reshape([b * cout, h * w]), t.reshape([b * cout]), {
-      op: "add",
-      axis: 0,
-    }); // [B·Cout, H·W]
-    c1.dispose();
-    t.dispose();
-    const n2 = this.norm2.forward(withTime.reshape([b, cout, h, w]), { silu: true }); // [B, Cout, H, W]
-    withTime.dispose();
-    const shortcut = this.conv_shortcut?.forward(input) ?? input; // [B, Cout, H, W]
-    const out = this.conv2.forward(n2, { residual: shortcut }); // [B, Cout, H, W]
-    n2.dispose();
-    if (shortcut !== input) shortcut.dispose();
-    if (input !== x) input.dispose();
-    return out;
-  }
 }
 
 /**
@@ -465,7 +385,7 @@ export class DownBlock {
   forward(x: Tensor, ctx: UNetContext, skips: Tensor[]): Tensor {
     let h = x;
     this.resnets.forEach((resnet, j) => {
-      const r = resnet.forward(h, ctx); // [B, C, H, W]
+      const r = resnet.forward(h, { temb: ctx.tembAct }); // [B, C, H, W]
       const attn = this.attentions?.[j];
       h = attn ? attn.forward(r, ctx) : r; // [B, C, H, W]
       if (attn) r.dispose();
@@ -514,10 +434,10 @@ export class MidBlock {
 
   /** The block on `x` `[B, C, H, W]`. */
   forward(x: Tensor, ctx: UNetContext): Tensor {
-    const r0 = this.resnets[0].forward(x, ctx); // [B, C, H, W]
+    const r0 = this.resnets[0].forward(x, { temb: ctx.tembAct }); // [B, C, H, W]
     const a = this.attentions[0].forward(r0, ctx); // [B, C, H, W]
     r0.dispose();
-    const out = this.resnets[1].forward(a, ctx); // [B, C, H, W]
+    const out = this.resnets[1].forward(a, { temb: ctx.tembAct }); // [B, C, H, W]
     a.dispose();
     return out;
   }
@@ -582,7 +502,7 @@ export class UpBlock {
     this.resnets.forEach((resnet, j) => {
       const skip = skips.pop();
       if (!skip) throw new Error("denoise: the up path ran out of skip connections");
-      const r = resnet.forward(h, ctx, { skip }); // [B, C, H, W]
+      const r = resnet.forward(h, { temb: ctx.tembAct, skip }); // [B, C, H, W]
       skip.dispose();
       if (h !== x) h.dispose();
       const attn = this.attentions?.[j];

@@ -1,6 +1,6 @@
 /**
- * The building blocks of the VAE (diffusers' `AutoencoderKL`): `ResnetBlock2D` without time
- * embedding, the single-head spatial self-attention of the mid block, `UNetMidBlock2D`,
+ * The building blocks of the VAE (diffusers' `AutoencoderKL`; its `ResnetBlock2D`, without time
+ * embedding, is the shared one of `resnet.ts`): the single-head spatial self-attention of the mid block, `UNetMidBlock2D`,
  * `Downsample2D` (stride-2 conv after diffusers' asymmetric zero padding), `Upsample2D` (nearest
  * 2× then conv, fused), `DownEncoderBlock2D`, `UpDecoderBlock2D`, and the diagonal Gaussian
  * posterior (`mean`, clamped `logvar`, `std`). Activations are NCHW `[B, C, H, W]`; each
@@ -13,6 +13,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { nchwToTokens, tokensToNchw } from "../ops/layout.ts";
 import { Conv2d, GroupNorm, Linear } from "./layers.ts";
+import { ResnetBlock2D } from "./resnet.ts";
 import type { ParamScope } from "./params.ts";
 
 /**
@@ -35,62 +36,6 @@ export const VAE_EPS = 1e-6;
  * you keep (`rt.copy`).
  */
 export type CaptureFn = (name: string, t: Tensor) => void;
-
-/**
- * `ResnetBlock2D` without time embedding: `x + conv2(silu(norm2(conv1(silu(norm1(x))))))`, the
- * skip through a 1×1 `conv_shortcut` when the channel count changes.
- *
- * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { ResnetBlock2D } from "./vae_blocks.ts";
- * declare const scope: ParamScope;
- * const block = new ResnetBlock2D(scope.child("resnets").child(0), 64, 32, { groups: 32 });
- * ```
- */
-export class ResnetBlock2D {
-  /** GroupNorm over the input channels. */
-  readonly norm1: GroupNorm;
-  /** 3×3 conv, in → out channels. */
-  readonly conv1: Conv2d;
-  /** GroupNorm over the output channels. */
-  readonly norm2: GroupNorm;
-  /** 3×3 conv, out → out channels. */
-  readonly conv2: Conv2d;
-  /** 1×1 conv on the skip path, when in ≠ out channels. */
-  readonly conv_shortcut?: Conv2d;
-
-  /** Takes the block's parameters from `scope`. */
-  constructor(
-    scope: ParamScope,
-    readonly inChannels: number,
-    readonly outChannels: number,
-    options: { groups: number; eps?: number },
-  ) {
-    const eps = options.eps ?? VAE_EPS;
-    this.norm1 = new GroupNorm(scope.child("norm1"), options.groups, inChannels, eps);
-    this.conv1 = new Conv2d(scope.child("conv1"), inChannels, outChannels, 3, { padding: 1 });
-    this.norm2 = new GroupNorm(scope.child("norm2"), options.groups, outChannels, eps);
-    this.conv2 = new Conv2d(scope.child("conv2"), outChannels, outChannels, 3, { padding: 1 });
-    if (inChannels !== outChannels) {
-      this.conv_shortcut = new Conv2d(scope.child("conv_shortcut"), inChannels, outChannels, 1);
-    }
-  }
-
-  /** The block on `x` `[B, Cin, H, W]` (left intact) → `[B, Cout, H, W]`. */
-  forward(x: Tensor): Tensor {
-    const h1 = this.norm1.forward(x, { silu: true }); // [B, Cin, H, W]
-    const h2 = this.conv1.forward(h1); // [B, Cout, H, W]
-    h1.dispose();
-    const h3 = this.norm2.forward(h2, { silu: true }); // [B, Cout, H, W]
-    h2.dispose();
-    const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x; // [B, Cout, H, W]
-    const out = this.conv2.forward(h3, { residual: skip }); // [B, Cout, H, W]
-    h3.dispose();
-    if (skip !== x) skip.dispose();
-    return out;
-  }
-}
 
 /**
  * The VAE mid block's `Attention`: GroupNorm, then single-head self-attention over the H·W
@@ -173,10 +118,10 @@ export class UNetMidBlock2D {
     options: { groups: number; attention: boolean },
   ) {
     const r = scope.child("resnets");
-    const g = { groups: options.groups };
+    const g = { groups: options.groups, eps: VAE_EPS };
     this.resnets = [
-      new ResnetBlock2D(r.child(0), channels, channels, g),
-      new ResnetBlock2D(r.child(1), channels, channels, g),
+      new ResnetBlock2D(r.child(0), { ...g, inChannels: channels, outChannels: channels }),
+      new ResnetBlock2D(r.child(1), { ...g, inChannels: channels, outChannels: channels }),
     ];
     this.attentions = options.attention
       ? [new VaeAttention(scope.child("attentions").child(0), channels, g)]
@@ -284,7 +229,14 @@ export class DownEncoderBlock2D {
     this.resnets = [];
     for (let i = 0; i < options.layers; i++) {
       const cin = i === 0 ? inChannels : outChannels;
-      this.resnets.push(new ResnetBlock2D(r.child(i), cin, outChannels, options));
+      this.resnets.push(
+        new ResnetBlock2D(r.child(i), {
+          inChannels: cin,
+          outChannels,
+          groups: options.groups,
+          eps: VAE_EPS,
+        }),
+      );
     }
     this.downsamplers = options.downsample
       ? [new Downsample2D(scope.child("downsamplers").child(0), outChannels)]
@@ -334,7 +286,14 @@ export class UpDecoderBlock2D {
     this.resnets = [];
     for (let i = 0; i < options.layers; i++) {
       const cin = i === 0 ? inChannels : outChannels;
-      this.resnets.push(new ResnetBlock2D(r.child(i), cin, outChannels, options));
+      this.resnets.push(
+        new ResnetBlock2D(r.child(i), {
+          inChannels: cin,
+          outChannels,
+          groups: options.groups,
+          eps: VAE_EPS,
+        }),
+      );
     }
     this.upsamplers = options.upsample
       ? [new Upsample2D(scope.child("upsamplers").child(0), outChannels)]
