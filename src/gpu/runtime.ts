@@ -43,6 +43,13 @@ export interface RuntimeOptions extends GpuOptions {
   gpu?: Gpu;
 }
 
+/** Timestamp queries of one submit: the set, the dispatches' labels, the resolve buffer. */
+interface QueryBatch {
+  set: GPUQuerySet;
+  labels: { label: string; kernel: string }[];
+  resolve?: GPUBuffer;
+}
+
 const UNIFORM_CHUNK = 65536;
 const QUERY_SET_SIZE = 4096;
 
@@ -80,7 +87,8 @@ export class Runtime {
   #uniformChunk = 0;
   #uniformCursor = 0;
   #uniformAlign: number;
-  #queries: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] = [];
+  #queries: QueryBatch[] = [];
+  #submittedQueries: QueryBatch[] = [];
   #dispatches = 0;
 
   private constructor(readonly gpu: Gpu) {
@@ -144,7 +152,7 @@ export class Runtime {
     const host = convertHost(data, dtype, options.srcDType ?? "f16");
     const t = this.empty(shape, dtype);
     this.#endPass();
-    if (this.#encoder) this.#submitRecorded();
+    if (this.#encoder) this.#submittedQueries.push(...this.#submitRecorded());
     const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);
     const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
     this.device.queue.writeBuffer(t.buffer, 0, padded);
@@ -212,10 +220,14 @@ export class Runtime {
       this.#uniformChunk = this.#uniformCursor = 0;
       throw new Error(errors.join("\n"));
     }
-    if (!this.#encoder) return;
+    if (!this.#encoder) {
+      const pending = this.#submittedQueries.splice(0);
+      if (pending.length > 0) await this.#readQueries(pending);
+      return;
+    }
     const profiled = this.profiler && !this.gpu.hasTimestamps ? this.profiler : null;
     const t0 = performance.now();
-    const queries = this.#submitRecorded();
+    const queries = [...this.#submittedQueries.splice(0), ...this.#submitRecorded()];
     if (profiled) {
       profiled.mode = "wall";
       await this.#wait(this.device.queue.onSubmittedWorkDone());
@@ -310,19 +322,19 @@ export class Runtime {
     return { buffer: chunk.buffer, offset, size };
   }
 
-  #submitRecorded(): { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] {
+  #submitRecorded(): QueryBatch[] {
     this.#endPass();
     const encoder = this.#encoder!;
     this.#encoder = null;
     const queries = this.#queries.splice(0);
-    const resolved: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[] = [];
+    const resolved: QueryBatch[] = [];
     for (const q of queries) {
       const buf = this.device.createBuffer({
         size: q.labels.length * 16,
         usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
       });
       encoder.resolveQuerySet(q.set, 0, q.labels.length * 2, buf, 0);
-      (q as { resolve?: GPUBuffer }).resolve = buf;
+      q.resolve = buf;
       resolved.push(q);
     }
     for (let i = 0; i <= this.#uniformChunk && i < this.#uniformChunks.length; i++) {
@@ -335,9 +347,9 @@ export class Runtime {
     return resolved;
   }
 
-  async #readQueries(queries: { set: GPUQuerySet; labels: { label: string; kernel: string }[] }[]) {
+  async #readQueries(queries: QueryBatch[]) {
     for (const q of queries) {
-      const src = (q as { resolve?: GPUBuffer }).resolve!;
+      const src = q.resolve!;
       const staging = this.device.createBuffer({
         size: src.size,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,

@@ -194,3 +194,24 @@ Deno.test({
     assert.equal(JSON.parse(JSON.stringify(p)).rows.length, p.rows().length);
   },
 });
+
+Deno.test({
+  name: "profiler: dispatches submitted early by an upload are still timed",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    if (!rt.gpu.hasTimestamps) return;
+    const p = new Profiler();
+    rt.profiler = p;
+    try {
+      const x = rt.upload(new Float32Array(64).fill(1), [64]);
+      unary(x, "silu");
+      const y = rt.upload(new Float32Array(64).fill(2), [64]); // submits the silu early
+      unary(y, "relu");
+      await rt.flush();
+    } finally {
+      rt.profiler = null;
+    }
+    assert.deepEqual(p.entries.map((e) => e.label), ["silu [64]", "relu [64]"]);
+  },
+});
