@@ -53,6 +53,7 @@ export function sizeClass(bytes: number): number {
  */
 export class BufferPool {
   #free = new Map<number, GPUBuffer[]>();
+  #exact = new WeakSet<GPUBuffer>();
   #inUse = 0;
   #peak = 0;
   #pooled = 0;
@@ -61,10 +62,14 @@ export class BufferPool {
   /** Creates a pool on `device`. */
   constructor(readonly device: GPUDevice) {}
 
-  /** Returns a buffer of at least `bytes` bytes (usage STORAGE | COPY_SRC | COPY_DST). */
-  acquire(bytes: number): GPUBuffer {
-    const size = sizeClass(bytes);
-    const list = this.#free.get(size);
+  /**
+   * Returns a buffer of at least `bytes` bytes (usage STORAGE | COPY_SRC | COPY_DST). With
+   * `exact`, the buffer has just `bytes` (rounded up to 4) and is destroyed, not pooled, on
+   * release: for long-lived tensors such as weights, where size-class slack would be wasted.
+   */
+  acquire(bytes: number, options: { exact?: boolean } = {}): GPUBuffer {
+    const size = options.exact ? Math.max(4, Math.ceil(bytes / 4) * 4) : sizeClass(bytes);
+    const list = options.exact ? undefined : this.#free.get(size);
     let buf = list?.pop();
     if (buf) {
       this.#pooled -= size;
@@ -78,6 +83,7 @@ export class BufferPool {
       }
       buf = this.device.createBuffer({ size, usage: USAGE, label: `pool-${size}` });
       this.#total += size;
+      if (options.exact) this.#exact.add(buf);
     }
     this.#inUse += size;
     this.#peak = Math.max(this.#peak, this.#inUse);
@@ -88,6 +94,12 @@ export class BufferPool {
   release(buf: GPUBuffer): void {
     const size = buf.size;
     this.#inUse -= size;
+    if (this.#exact.has(buf)) {
+      this.#exact.delete(buf);
+      this.#total -= size;
+      buf.destroy();
+      return;
+    }
     this.#pooled += size;
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);

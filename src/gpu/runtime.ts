@@ -128,21 +128,24 @@ export class Runtime {
     }
   }
 
-  /** An uninitialised tensor from the pool. */
-  empty(shape: readonly number[], dtype: DType = "f32"): Tensor {
+  /**
+   * An uninitialised tensor from the pool; `exact` allocates just its size outside the size
+   * classes (for weights and other long-lived tensors).
+   */
+  empty(shape: readonly number[], dtype: DType = "f32", options: { exact?: boolean } = {}): Tensor {
     this.assertDType(dtype);
-    const buf = this.pool.acquire(Math.max(4, numel(shape) * dtypeBytes(dtype)));
+    const buf = this.pool.acquire(Math.max(4, numel(shape) * dtypeBytes(dtype)), options);
     return new Tensor(this, buf, [...shape], dtype);
   }
 
   /**
    * Uploads host data as a tensor of `dtype` (default: f32). A `Uint16Array` holds f16 bits, or
-   * bf16 bits with `srcDType: "bf16"`.
+   * bf16 bits with `srcDType: "bf16"`; `exact` as in {@link Runtime.empty}.
    */
   upload(
     data: Float32Array | Float16Array | Uint16Array,
     shape: readonly number[],
-    options: { dtype?: DType; srcDType?: "f16" | "bf16" } = {},
+    options: { dtype?: DType; srcDType?: "f16" | "bf16"; exact?: boolean } = {},
   ): Tensor {
     const dtype = options.dtype ?? "f32";
     const n = numel(shape);
@@ -150,7 +153,7 @@ export class Runtime {
       throw new Error(`denoise: upload of ${data.length} values into shape [${shape}] (${n})`);
     }
     const host = convertHost(data, dtype, options.srcDType ?? "f16");
-    const t = this.empty(shape, dtype);
+    const t = this.empty(shape, dtype, { exact: options.exact });
     this.#endPass();
     if (this.#encoder) this.#submittedQueries.push(...this.#submitRecorded());
     const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);

@@ -215,3 +215,20 @@ Deno.test({
     assert.deepEqual(p.entries.map((e) => e.label), ["silu [64]", "relu [64]"]);
   },
 });
+
+Deno.test({
+  name: "pool: exact buffers have just their size and are destroyed on release",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    const before = rt.pool.stats();
+    const t = rt.upload(new Float32Array(5000), [5000], { exact: true });
+    assert.equal(t.buffer.size, 20000);
+    assert.equal(rt.pool.stats().totalBytes, before.totalBytes + 20000);
+    t.dispose();
+    const after = rt.pool.stats();
+    assert.equal(after.totalBytes, before.totalBytes);
+    assert.equal(after.pooledBytes, before.pooledBytes);
+    assert.equal(after.inUseBytes, before.inUseBytes);
+  },
+});
