@@ -10,7 +10,8 @@ import { Profiler } from "./src/gpu/profiler.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
 import { loadPipeline } from "./src/pipeline/load.ts";
-import { sampleLatents, schedulerFor } from "./src/pipeline/sample.ts";
+import { sampleLatents, schedulerFor, sizeFactor } from "./src/pipeline/sample.ts";
+import { loadTaesdDecoder } from "./src/models/taesd.ts";
 import { resolveSchedulerName, SCHEDULER_NAMES } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
 
@@ -117,31 +118,48 @@ function progress(i: number, total: number, start: number, label: string) {
   }
 }
 
+/**
+ * The command-line flags, as `node:util` `parseArgs` options; `--help` describes each of them.
+ *
+ * @example
+ * ```ts
+ * import { OPTIONS } from "./gen.ts";
+ * console.log(Object.keys(OPTIONS).map((f) => `--${f}`).join(" "));
+ * ```
+ */
+export const OPTIONS = {
+  model: { type: "string" },
+  negative: { type: "string", default: "" },
+  steps: { type: "string" },
+  cfg: { type: "string" },
+  seed: { type: "string" },
+  sampler: { type: "string" },
+  width: { type: "string" },
+  height: { type: "string" },
+  count: { type: "string" },
+  out: { type: "string", default: "out/" },
+  overwrite: { type: "boolean", default: false },
+  dtype: { type: "string", default: "auto" },
+  "clip-skip": { type: "string" },
+  taesd: { type: "string" },
+  tokenizer: { type: "string" },
+  "config-from": { type: "string" },
+  profile: { type: "boolean", default: false },
+  help: { type: "boolean", default: false },
+} as const;
+
+/**
+ * Runs the command line on `args` (as `Deno.args`); bad flags throw an error whose message names
+ * the flag and the fix.
+ *
+ * @example
+ * ```ts
+ * import { main } from "./gen.ts";
+ * await main(["a red fox", "--model", "tests/fixtures/models/tiny-sd15", "--steps", "4"]);
+ * ```
+ */
 async function main(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      model: { type: "string" },
-      negative: { type: "string", default: "" },
-      steps: { type: "string" },
-      cfg: { type: "string" },
-      seed: { type: "string" },
-      sampler: { type: "string" },
-      width: { type: "string" },
-      height: { type: "string" },
-      count: { type: "string" },
-      out: { type: "string", default: "out/" },
-      overwrite: { type: "boolean", default: false },
-      dtype: { type: "string", default: "auto" },
-      "clip-skip": { type: "string" },
-      taesd: { type: "string" },
-      tokenizer: { type: "string" },
-      "config-from": { type: "string" },
-      profile: { type: "boolean", default: false },
-      help: { type: "boolean", default: false },
-    },
-  });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: OPTIONS });
   if (values.help) {
     console.log(HELP);
     return;
@@ -173,17 +191,24 @@ async function main(args: string[]): Promise<void> {
       throw new UsageError(`--sampler: ${(e as Error).message}`);
     }
   }
-  for (const [flag, v] of [["width", values.width], ["height", values.height]]) {
-    if (v !== undefined && Number(v) % 8 !== 0) {
-      throw new UsageError(`--${flag} ${v} is not a multiple of 8 (the VAE's factor)`);
+  const size = (flag: "width" | "height") => {
+    const v = values[flag];
+    if (v === undefined) return undefined;
+    const n = num(flag, v, 0, { int: true, min: 8 });
+    if (n % 8 !== 0) {
+      throw new UsageError(`--${flag} ${n} is not a multiple of 8 (the VAE's factor)`);
+    }
+    return n;
+  };
+  const width = size("width");
+  const height = size("height");
+  const seeds = Array.from({ length: count }, (_, i) => seed0 + i);
+  const paths = await outputPaths(values.out, count, seeds);
+  for (const p of paths) {
+    if (!values.overwrite && await exists(p)) {
+      throw new UsageError(`${p} exists: pass --overwrite to replace it, or choose another --out`);
     }
   }
-  const width = values.width === undefined
-    ? undefined
-    : num("width", values.width, 0, { int: true, min: 8 });
-  const height = values.height === undefined
-    ? undefined
-    : num("height", values.height, 0, { int: true, min: 8 });
 
   const t0 = performance.now();
   const pipe = await loadPipeline(model, {
@@ -199,15 +224,19 @@ async function main(args: string[]): Promise<void> {
   const profiler = values.profile ? new Profiler() : null;
   pipe.rt.profiler = profiler;
   try {
-    const seeds = Array.from({ length: count }, (_, i) => seed0 + i);
-    const paths = await outputPaths(values.out, count, seeds);
-    for (const p of paths) {
-      if (!values.overwrite && await exists(p)) {
+    const factor = sizeFactor(pipe);
+    for (const [flag, v] of [["width", width], ["height", height]] as const) {
+      if (v !== undefined && v % factor !== 0) {
         throw new UsageError(
-          `${p} exists: pass --overwrite to replace it, or choose another --out`,
+          `--${flag} ${v} is not a multiple of ${factor} (this model's U-Net needs it); try ${
+            Math.max(factor, Math.round(v / factor) * factor)
+          }`,
         );
       }
     }
+    const taesd = values.taesd
+      ? await loadTaesdDecoder(values.taesd, pipe.rt, { dtype: pipe.dtype })
+      : undefined;
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
     const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };
     const sched = schedulerFor(pipe, sampleOpts);
@@ -221,7 +250,7 @@ async function main(args: string[]): Promise<void> {
         last = s.latents;
         progress(s.index, s.total, start, `[${k + 1}/${count}]`);
       }
-      const image = await decodeLatents(pipe, last!, { taesd: values.taesd });
+      const image = await decodeLatents(pipe, last!, { taesd });
       last!.dispose();
       const text = formatA1111Parameters({
         prompt,
@@ -242,6 +271,7 @@ async function main(args: string[]): Promise<void> {
       console.log(paths[k]);
     }
     embeds.dispose();
+    taesd?.dispose();
     if (profiler) console.error(profiler.table());
   } finally {
     pipe.dispose();

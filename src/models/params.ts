@@ -45,7 +45,18 @@ export function uploadLoaded(rt: Runtime, t: LoadedTensor, dtype: DType): Tensor
 }
 
 /**
- * The parameters of one component (`unet`, `vae`, `text_encoder`), taken by key.
+ * Uploaded bytes after which {@link ParamStore} submits the queue. Written data waits in the
+ * driver's staging memory until the next submit (and is freed once the GPU has copied it), so
+ * without this a whole model's worth of staging copies would pile up in host memory during
+ * loading; submitting right after each large tensor keeps only the last few in flight.
+ */
+const SUBMIT_EVERY_BYTES = 1024 * 1024;
+
+/**
+ * The parameters of one component (`unet`, `vae`, `text_encoder`), taken by key. Uploads are
+ * submitted every MiB, so the driver's staging copies are recycled while a model loads, and an
+ * `owned` host tensor is freed as soon as it is uploaded: with a map that reads each tensor on
+ * demand (`openComponent`), host memory stays near a few tensors whatever the model's size.
  *
  * @example
  * ```ts
@@ -63,6 +74,7 @@ export class ParamStore {
   readonly #missing: string[] = [];
   readonly #mismatched: ShapeMismatch[] = [];
   readonly #owned: Tensor[] = [];
+  #unsubmitted = 0;
   /** The dtype parameters are uploaded in. */
   readonly dtype: DType;
   /** The component's name, used in errors. */
@@ -96,7 +108,14 @@ export class ParamStore {
       this.#mismatched.push({ key, expected: [...shape], found: found.shape.slice() });
       return this.#keep(this.rt.empty(shape, dtype));
     }
-    return this.#keep(uploadLoaded(this.rt, found, dtype));
+    const t = uploadLoaded(this.rt, found, dtype);
+    if (found.owned) (found.data.buffer as ArrayBuffer).transfer(0); // free the host copy now
+    this.#unsubmitted += t.byteSize;
+    if (this.#unsubmitted >= SUBMIT_EVERY_BYTES) {
+      this.rt.device.queue.submit([]); // hands the pending writes to the GPU, freeing staging
+      this.#unsubmitted = 0;
+    }
+    return this.#keep(t);
   }
 
   /** Host values of a parameter as float32 (for CPU-side use such as embedding tables). */

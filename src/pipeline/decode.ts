@@ -12,7 +12,10 @@ import type { Pipeline } from "./load.ts";
 
 /** Options for {@link decodeLatents}. */
 export interface DecodeOptions {
-  /** Decode with TAESD instead of the VAE: a path to `taesd_decoder.safetensors`, or a loaded decoder. */
+  /**
+   * Decode with TAESD instead of the VAE: a path to `taesd_decoder.safetensors` (loaded for this
+   * call and freed after it), or a loaded decoder (`loadTaesdDecoder`) to reuse across calls.
+   */
   taesd?: string | TaesdDecoder;
 }
 
@@ -21,8 +24,6 @@ export interface DecodedImage extends RgbaImage {
   /** The image in [0, 1] before quantisation, `[H, W, 3]` float32 (diffusers' `image_float`). */
   float: Float32Array;
 }
-
-const taesdCache = new WeakMap<Pipeline, Map<string, TaesdDecoder>>();
 
 /**
  * Decodes `[1, 4, h, w]` latents to an 8h × 8w RGBA image: `clamp(x/2 + 0.5, 0, 1)`, then
@@ -52,13 +53,19 @@ export async function decodeLatents(
   }
   const [, , h, w] = latents.shape;
   if (options.taesd) {
-    const taesd = await taesdFor(pipe, options.taesd);
-    const x = lincomb([latents], [1], { out: pipe.rt.empty(latents.shape, taesd.dtype) });
-    const img = taesd.decode(x); // [1, 3, 8h, 8w] in [0, 1]
-    x.dispose();
-    const host = await img.read();
-    img.dispose();
-    return toImage(host, 8 * h, 8 * w, (v) => v);
+    const taesd = typeof options.taesd === "string"
+      ? await loadTaesdDecoder(options.taesd, pipe.rt, { dtype: pipe.dtype })
+      : options.taesd;
+    try {
+      const x = lincomb([latents], [1], { out: pipe.rt.empty(latents.shape, taesd.dtype) });
+      const img = taesd.decode(x); // [1, 3, 8h, 8w] in [0, 1]
+      x.dispose();
+      const host = await img.read();
+      img.dispose();
+      return toImage(host, 8 * h, 8 * w, (v) => v);
+    } finally {
+      if (taesd !== options.taesd) taesd.dispose();
+    }
   }
   const scaling = Number(pipe.configs.vae.scaling_factor ?? 0.18215);
   const x = lincomb([latents], [1 / scaling], {
@@ -69,18 +76,6 @@ export async function decodeLatents(
   const host = await img.read();
   img.dispose();
   return toImage(host, 8 * h, 8 * w, (v) => Math.fround(Math.fround(v / 2) + 0.5));
-}
-
-async function taesdFor(pipe: Pipeline, taesd: string | TaesdDecoder): Promise<TaesdDecoder> {
-  if (typeof taesd !== "string") return taesd;
-  let cache = taesdCache.get(pipe);
-  if (!cache) taesdCache.set(pipe, cache = new Map());
-  let dec = cache.get(taesd);
-  if (!dec) {
-    dec = await loadTaesdDecoder(taesd, pipe.rt, { dtype: pipe.dtype });
-    cache.set(taesd, dec);
-  }
-  return dec;
 }
 
 /** Rounds half to even, as NumPy's `round`. */

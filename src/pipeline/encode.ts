@@ -116,13 +116,18 @@ async function embedChunks(
   clipSkip: number,
 ): Promise<Tensor> {
   const rt = pipe.rt;
+  const encode = (ids: number[]): Tensor => {
+    const { lastHiddenState, pooled } = pipe.textEncoder.forward(ids, { clipSkip });
+    pooled.dispose();
+    return lastHiddenState; // [1, 77, D]
+  };
   const plain = chunks.length === 1 && chunks[0].weights.every((w) => w === 1);
-  if (plain) return pipe.textEncoder.forward(chunks[0].ids, { clipSkip }).lastHiddenState;
+  if (plain) return encode(chunks[0].ids);
   const parts: Float32Array[] = [];
   let dim = 0;
   let length = 0;
   for (const chunk of chunks) {
-    const out = pipe.textEncoder.forward(chunk.ids, { clipSkip }).lastHiddenState; // [1, 77, D]
+    const out = encode(chunk.ids); // [1, 77, D]
     const host = await out.read();
     out.dispose();
     dim = out.shape[2];

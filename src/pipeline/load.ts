@@ -16,8 +16,8 @@ import {
   closeModelSource,
   type ModelConfigs,
   type ModelSource,
+  openComponent,
   openModelSource,
-  readComponent,
 } from "../weights/source.ts";
 import type { PredictionType } from "../weights/detect.ts";
 
@@ -96,6 +96,7 @@ export async function loadPipeline(
     );
   }
   const rt = options.runtime ?? await Runtime.create({ device: options.device });
+  if (options.dtype !== undefined && options.dtype !== "auto") rt.assertDType(options.dtype);
   const helper = options.configFrom ? await openDiffusersFolder(options.configFrom) : undefined;
   const source: ModelSource = await openModelSource(path, {
     predictionType: options.predictionType,
@@ -107,37 +108,41 @@ export async function loadPipeline(
         scheduler: helper.configs.scheduler as ModelConfigs["scheduler"],
       }
       : undefined,
+  }).catch((e) => {
+    throw unrecognisedHint(e);
   });
   const disposers: (() => void)[] = [];
   try {
     const configs = source.configs;
-    const unetTensors = await readComponent(source, "unet");
+    // the tokenizer first: a single file without one fails before gigabytes are read
+    const tokenizer = await openTokenizer(path, source, options, helper?.root);
+    // Each tensor is read from the file when its model takes it, uploaded, and dropped.
+    const unetTensors = await openComponent(source, "unet");
+    const first = unetTensors.keys().next().value;
     const dtype = chooseDType(
       rt,
       options.dtype ?? "auto",
-      unetTensors.values().next().value?.dtype,
+      first === undefined ? undefined : unetTensors.info(first)?.dtype,
     );
     const unet = UNet2DConditionModel.load(rt, unetTensors, configs.unet, { dtype });
     disposers.push(() => unet.dispose());
-    unetTensors.clear();
     const vaeDType = options.vaeDType ??
       (dtype === "f16" && configs.vae.force_upcast !== false ? "f32" : dtype);
     rt.assertDType(vaeDType);
-    const vae = AutoencoderKL.load(rt, await readComponent(source, "vae"), configs.vae, {
+    const vae = AutoencoderKL.load(rt, await openComponent(source, "vae"), configs.vae, {
       dtype: vaeDType,
       parts: options.vaeEncoder ? ["encoder", "decoder"] : ["decoder"],
     });
     disposers.push(() => vae.dispose());
     const textEncoder = ClipTextModel.load(
       rt,
-      await readComponent(source, "text_encoder"),
+      await openComponent(source, "text_encoder"),
       configs.text_encoder,
       { dtype },
     );
     disposers.push(() => textEncoder.dispose());
-    const tokenizer = await openTokenizer(path, source, options, helper?.root);
     const schedulerConfig = (configs.scheduler ?? {}) as SchedulerConfig;
-    await rt.flush();
+    await rt.sync(); // the uploads are done and their staging memory is freed
     const name = path.replace(/\/+$/, "").split("/").pop()!.replace(/\.safetensors$/, "");
     return {
       rt,
@@ -161,6 +166,20 @@ export async function loadPipeline(
   } finally {
     closeModelSource(source);
   }
+}
+
+/** openModelSource's advice for an unrecognised single file, in loadPipeline's own options. */
+function unrecognisedHint(e: unknown): unknown {
+  const advice = /pass the model's configs explicitly with \{ configs: .*\}$/;
+  if (!(e instanceof Error) || !advice.test(e.message)) return e;
+  return new Error(
+    e.message.replace(
+      advice,
+      `pass { configFrom: "a diffusers folder with this model's configs and tokenizer" } ` +
+        `(gen.ts: --config-from DIR)`,
+    ),
+    { cause: e },
+  );
 }
 
 function chooseDType(rt: Runtime, want: "auto" | DType, weights: string | undefined): DType {

@@ -14,7 +14,13 @@ import type {
 } from "./configs.ts";
 import { detectCheckpoint, type Detection, type PredictionType } from "./detect.ts";
 import { type DiffusersFolder, openDiffusersFolder } from "./diffusers.ts";
-import { applyTransform, type Component, type KeyMapping, mapSingleFileKeys } from "./names.ts";
+import {
+  applyTransform,
+  type Component,
+  type KeyMapping,
+  mapSingleFileKeys,
+  transformedShape,
+} from "./names.ts";
 import {
   type Dtype,
   filePath,
@@ -82,6 +88,12 @@ export interface LoadedTensor {
   dtype: Dtype;
   /** Raw little-endian bytes, or float32 values when read with `f32: true`. */
   data: Uint8Array | Float32Array;
+  /**
+   * The buffer under `data` belongs to this value alone (a fresh read, as
+   * {@link ComponentTensors.get} returns): a consumer done with it may free it at once
+   * (`data.buffer.transfer(0)`) instead of leaving it to the garbage collector.
+   */
+  owned?: boolean;
 }
 
 /** Folder keys that are constant buffers, not parameters (older transformers saved them). */
@@ -205,6 +217,171 @@ export async function readComponent(
     }
   }
   return out;
+}
+
+/** Where one target tensor's bytes lie: a byte range of a file (a fused q/k/v part is a sub-range). */
+interface TensorRange {
+  path: string;
+  byteOffset: number;
+  byteLength: number;
+  dtype: Dtype;
+  shape: number[];
+}
+
+function readRangeSync(range: TensorRange): Uint8Array {
+  const out = new Uint8Array(range.byteLength);
+  const file = Deno.openSync(range.path, { read: true });
+  try {
+    file.seekSync(range.byteOffset, Deno.SeekMode.Start);
+    let done = 0;
+    while (done < out.byteLength) {
+      const n = file.readSync(out.subarray(done));
+      if (n === null) {
+        throw new Error(
+          `${range.path}: unexpected end of file at byte ${range.byteOffset + done}: the file ` +
+            `is truncated or changed while loading — re-download it`,
+        );
+      }
+      done += n;
+    }
+  } finally {
+    file.close();
+  }
+  return out;
+}
+
+/**
+ * One component's tensors under diffusers keys, read on demand: keys, shapes and dtypes are known
+ * up front, and `get(key)` reads that tensor from the file (synchronously, on every call) into a
+ * fresh buffer that the caller owns (`owned: true`). A model built from it therefore holds one
+ * tensor in host memory at a time instead of the whole component. Iterating `values()` or
+ * `entries()` reads every tensor.
+ *
+ * @example
+ * ```ts
+ * import { closeModelSource, openComponent, openModelSource } from "./source.ts";
+ * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
+ * const unet = await openComponent(src, "unet");
+ * console.log(unet.size, unet.info("conv_in.weight")); // 686 { shape: [320, 4, 3, 3], dtype: "F32" }
+ * const w = unet.get("conv_in.weight"); // read now
+ * closeModelSource(src);
+ * ```
+ */
+export class ComponentTensors implements ReadonlyMap<string, LoadedTensor> {
+  readonly #ranges: ReadonlyMap<string, TensorRange>;
+  readonly #f32: boolean;
+
+  /** Wraps byte ranges by key; prefer {@link openComponent}. */
+  constructor(ranges: ReadonlyMap<string, TensorRange>, options: { f32?: boolean } = {}) {
+    this.#ranges = ranges;
+    this.#f32 = options.f32 ?? false;
+  }
+
+  /** The number of tensors. */
+  get size(): number {
+    return this.#ranges.size;
+  }
+
+  /** Whether `key` is present (reads nothing). */
+  has(key: string): boolean {
+    return this.#ranges.has(key);
+  }
+
+  /** The shape and stored dtype of `key` (reads nothing). */
+  info(key: string): { shape: number[]; dtype: Dtype } | undefined {
+    const r = this.#ranges.get(key);
+    return r && { shape: r.shape.slice(), dtype: r.dtype };
+  }
+
+  /** Reads the tensor `key` from the file now (widened to float32 with `f32: true`). */
+  get(key: string): LoadedTensor | undefined {
+    const r = this.#ranges.get(key);
+    if (r === undefined) return undefined;
+    const bytes = readRangeSync(r);
+    const shape = r.shape.slice();
+    if (this.#f32) return { shape, dtype: "F32", data: toFloat32(bytes, r.dtype), owned: true };
+    return { shape, dtype: r.dtype, data: bytes, owned: true };
+  }
+
+  /** The keys, in file order. */
+  keys(): MapIterator<string> {
+    return this.#ranges.keys();
+  }
+
+  /** Reads and yields every tensor. */
+  *values(): MapIterator<LoadedTensor> {
+    for (const key of this.#ranges.keys()) yield this.get(key)!;
+  }
+
+  /** Reads and yields every `[key, tensor]`. */
+  *entries(): MapIterator<[string, LoadedTensor]> {
+    for (const key of this.#ranges.keys()) yield [key, this.get(key)!];
+  }
+
+  /** Same as {@link ComponentTensors.entries}. */
+  [Symbol.iterator](): MapIterator<[string, LoadedTensor]> {
+    return this.entries();
+  }
+
+  /** Reads every tensor and calls `fn` with it. */
+  forEach(
+    fn: (value: LoadedTensor, key: string, map: ReadonlyMap<string, LoadedTensor>) => void,
+  ): void {
+    for (const [key, value] of this.entries()) fn(value, key, this);
+  }
+}
+
+/**
+ * Opens one component of a model source for on-demand reading: only headers are read now, each
+ * tensor when the model asks for it (see {@link ComponentTensors}). Same keys and data as
+ * {@link readComponent}; a single-file source must stay open until the model is built.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "../gpu/runtime.ts";
+ * import { UNet2DConditionModel } from "../models/unet.ts";
+ * import { closeModelSource, openComponent, openModelSource } from "./source.ts";
+ * const rt = await Runtime.create();
+ * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
+ * const unet = UNet2DConditionModel.load(rt, await openComponent(src, "unet"), src.configs.unet);
+ * closeModelSource(src);
+ * ```
+ */
+export async function openComponent(
+  source: ModelSource,
+  component: Component,
+  options: { f32?: boolean } = {},
+): Promise<ComponentTensors> {
+  const ranges = new Map<string, TensorRange>();
+  if (source.kind === "diffusers") {
+    const path = source.folder.weights[component];
+    const file = await openSafetensors(path);
+    file.close();
+    const names = [...file.tensors.entries()]
+      .filter(([k]) => !FOLDER_BUFFERS.has(k))
+      .sort((a, b) => a[1].byteOffset - b[1].byteOffset);
+    for (const [key, info] of names) {
+      const { byteOffset, byteLength, dtype } = info;
+      ranges.set(key, { path, byteOffset, byteLength, dtype, shape: info.shape.slice() });
+    }
+    return new ComponentTensors(ranges, options);
+  }
+  const { file, mapping } = source;
+  const entries = mapping.entries
+    .filter((e) => e.target.component === component)
+    .map((e) => ({ e, info: file.tensors.get(e.source)! }))
+    .sort((a, b) => a.info.byteOffset - b.info.byteOffset);
+  for (const { e, info } of entries) {
+    const t = e.transform;
+    let { byteOffset, byteLength } = info;
+    if (t !== undefined && t !== "squeeze_1x1") {
+      byteLength /= t.of; // an axis-0 split is a contiguous slice of the bytes
+      byteOffset += t.split * byteLength;
+    }
+    const shape = transformedShape(info.shape, t);
+    ranges.set(e.target.key, { path: file.path, byteOffset, byteLength, dtype: info.dtype, shape });
+  }
+  return new ComponentTensors(ranges, options);
 }
 
 /**
