@@ -77,13 +77,7 @@ export {
   sizeFactor,
 } from "./src/pipeline/sample.ts";
 export { type DecodedImage, decodeLatents, type DecodeOptions } from "./src/pipeline/decode.ts";
-export {
-  applyWeights,
-  chunkTokens,
-  parsePromptAttention,
-  type PromptChunk,
-  type PromptPart,
-} from "./src/pipeline/prompt_parse.ts";
+export * from "./src/pipeline/prompt_parse.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {
   createScheduler,
@@ -96,13 +90,7 @@ export {
   type StepPlan,
 } from "./src/schedulers/mod.ts";
 export { runPlanCpu, sampleCpu } from "./src/schedulers/cpu.ts";
-export {
-  decodePng,
-  encodePng,
-  formatA1111Parameters,
-  type RgbaImage,
-  writePngFile,
-} from "./src/io/png.ts";
+export * from "./src/io/png.ts";
 export {
   closeModelSource,
   type ModelSource,

@@ -38,7 +38,7 @@ const templateText = new Map<string, string>();
 const compiled = new Map<string, Template>();
 
 /** Where the kernel templates live (`kernels/` at the package root). */
-export const KERNELS_URL = new URL("../../kernels/", import.meta.url);
+export const KERNELS_URL: URL = new URL("../../kernels/", import.meta.url);
 
 /**
  * Loads templates by stem, once per process; works for `file:` and `https:` package URLs.

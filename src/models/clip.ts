@@ -69,13 +69,28 @@ function activationOf(config: CLIPTextConfig): Activation {
   return act;
 }
 
-/** `CLIPAttention`: multi-head self-attention with a causal mask. */
-class ClipAttention {
+/**
+ * `CLIPAttention`: multi-head self-attention with a causal mask.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import { ClipAttention } from "./clip.ts";
+ * declare const scope: ParamScope;
+ * const attn = new ClipAttention(scope.child("self_attn"), 768, 12);
+ * ```
+ */
+export class ClipAttention {
+  /** Query projection. */
   readonly q_proj: Linear;
+  /** Key projection. */
   readonly k_proj: Linear;
+  /** Value projection. */
   readonly v_proj: Linear;
+  /** Output projection. */
   readonly out_proj: Linear;
 
+  /** Takes `q_proj`, `k_proj`, `v_proj`, `out_proj` from `scope`. */
   constructor(scope: ParamScope, dim: number, readonly heads: number) {
     this.q_proj = new Linear(scope.child("q_proj"), dim, dim);
     this.k_proj = new Linear(scope.child("k_proj"), dim, dim);
@@ -99,13 +114,30 @@ class ClipAttention {
   }
 }
 
-/** `CLIPEncoderLayer`: pre-LN self-attention and MLP blocks, each with a residual. */
-class ClipEncoderLayer {
+/**
+ * `CLIPEncoderLayer`: pre-LN self-attention and MLP blocks, each with a residual.
+ *
+ * @example
+ * ```ts
+ * import type { ParamScope } from "./params.ts";
+ * import type { CLIPTextConfig } from "../weights/configs.ts";
+ * import { ClipEncoderLayer } from "./clip.ts";
+ * declare const scope: ParamScope;
+ * declare const config: CLIPTextConfig;
+ * const layer = new ClipEncoderLayer(scope.child("layers").child(0), config, "quick_gelu");
+ * ```
+ */
+export class ClipEncoderLayer {
+  /** LayerNorm before the attention. */
   readonly layer_norm1: LayerNorm;
+  /** The causal self-attention. */
   readonly self_attn: ClipAttention;
+  /** LayerNorm before the MLP. */
   readonly layer_norm2: LayerNorm;
+  /** The MLP: `fc2(act(fc1(x)))`. */
   readonly mlp: { fc1: Linear; fc2: Linear };
 
+  /** Takes the layer's parameters from `scope`; `activation` is the MLP's. */
   constructor(scope: ParamScope, config: CLIPTextConfig, readonly activation: Activation) {
     const d = config.hidden_size, eps = config.layer_norm_eps;
     this.layer_norm1 = new LayerNorm(scope.child("layer_norm1"), d, eps);

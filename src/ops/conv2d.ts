@@ -32,23 +32,41 @@ export type ConvTile = "128x128" | "64x64" | "16x256";
 
 /** Template parameters of the conv2d kernel (the pipeline cache key's `params`). */
 export interface Conv2dParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
+  /** Kernel version: direct, implicit GEMM, or the split-K reduce pass. */
   variant: "naive" | "igemm" | "reduce";
+  /** Storage dtype of x, weight, bias, residual and y (accumulation is f32). */
   dtype: DType;
+  /** Kernel height. */
   kh: number;
+  /** Kernel width. */
   kw: number;
+  /** A bias [Cout] is bound. */
   bias: boolean;
+  /** A second input is read as a channel concat after x. */
   skip: boolean;
+  /** A residual of the output shape is added. */
   residual: boolean;
+  /** The input is read nearest-upsampled 2×. */
   upsample: boolean;
+  /** The input is read as c·tanh(x/c). */
   soft_clamp: boolean;
+  /** Fused activation, applied last. */
   act: ConvActivation;
+  /** Split-K: partial sums go to a buffer reduced by the "reduce" pass. */
   split: boolean;
+  /** Tile rows (output channels). */
   bm: number;
+  /** Tile columns (output pixels). */
   bn: number;
+  /** Tile depth (reduction). */
   bk: number;
+  /** Outputs per invocation along rows. */
   tm: number;
+  /** Outputs per invocation along columns. */
   tn: number;
+  /** Workgroup size. */
   wg: number;
 }
 
@@ -88,11 +106,17 @@ export interface ConvPlan {
   splits: number;
 }
 
-interface TileShape {
+/** The tile geometry of one "igemm" tile choice. */
+export interface TileShape {
+  /** Tile rows (output channels). */
   bm: number;
+  /** Tile columns (output pixels). */
   bn: number;
+  /** Tile depth (reduction). */
   bk: number;
+  /** Outputs per invocation along rows. */
   tm: number;
+  /** Outputs per invocation along columns. */
   tn: number;
 }
 

@@ -15,12 +15,19 @@ export type BinaryOp = "add" | "sub" | "mul";
 
 /** Template parameters of the elementwise kernel (the pipeline cache key's `params`). */
 export interface ElementwiseParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
+  /** Unary activation, broadcast binary op, or linear combination. */
   mode: "unary" | "binary" | "lincomb";
+  /** The unary or binary op name. */
   op: string;
+  /** Storage dtype of the inputs. */
   dtype: DType;
+  /** Storage dtype of the output. */
   out_dtype: DType;
+  /** Inputs of a lincomb (1–4). */
   terms: number;
+  /** Workgroup size. */
   wg: number;
 }
 

@@ -18,6 +18,7 @@ export type GegluVariant = "auto" | "scalar" | "vec4";
 
 /** Template parameters of the geglu kernel (the pipeline cache key's `params`). */
 export interface GegluParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
   /** Storage dtype of x and y (the math is f32). */
   dtype: DType;

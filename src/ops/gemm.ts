@@ -41,6 +41,7 @@ export const GEMM_VARIANTS: readonly Exclude<GemmVariant, "auto">[] = [
 
 /** Template parameters of the gemm kernel (the pipeline cache key's `params`). */
 export interface GemmParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
   /** Kernel family inside the template. */
   variant: "naive" | "tiled" | "skinny";
@@ -58,16 +59,21 @@ export interface GemmParams {
   vec: boolean;
   /** Tile rows / columns / depth. */
   bm: number;
+  /** Tile columns. */
   bn: number;
+  /** Tile depth. */
   bk: number;
   /** Outputs per invocation (rows, columns). */
   tm: number;
+  /** Outputs per invocation along columns. */
   tn: number;
   /** Invocations along columns (bn / tn) and rows (bm / tm). */
   tx: number;
+  /** Invocations along rows (bm / tm). */
   ty: number;
   /** vec4 quads of the A and B tiles each invocation stages. */
   pa: number;
+  /** vec4 quads of the B tile each invocation stages. */
   pb: number;
   /** Overlap the next tile's global loads with the current tile's math. */
   prefetch: boolean;

@@ -18,6 +18,7 @@ export type TransposeVariant = "tiled" | "naive";
 
 /** Template parameters of the layout kernel (the pipeline cache key's `params`). */
 export interface LayoutParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
   /** Which op. */
   mode: "transpose" | "concat" | "upsample" | "copy";

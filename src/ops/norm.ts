@@ -19,6 +19,7 @@ export type GroupNormVariant = "auto" | "fused" | "split";
 
 /** Template parameters of the norm kernel (the pipeline cache key's `params`). */
 export interface NormParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
   /** Kernel role: partial statistics, merge + normalise, one-workgroup GroupNorm, LayerNorm. */
   mode: "stats" | "apply" | "fused" | "ln";

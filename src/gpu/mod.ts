@@ -1,0 +1,18 @@
+/**
+ * The GPU runtime: device, tensors, buffer pool, kernel templates and pipeline cache, profiler.
+ *
+ * @example
+ * ```ts
+ * import { Runtime } from "@denoise/sd/gpu";
+ * const rt = await Runtime.create();
+ * ```
+ *
+ * @module
+ */
+export * from "./device.ts";
+export * from "./kernel.ts";
+export * from "./pool.ts";
+export * from "./profiler.ts";
+export * from "./runtime.ts";
+export * from "./tensor.ts";
+export * from "./wgsl_lib.ts";
