@@ -8,7 +8,12 @@ import type { DType } from "../../src/gpu/device.ts";
 import { loadTemplates } from "../../src/gpu/kernel.ts";
 import type { Runtime } from "../../src/gpu/runtime.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
-import { attention, type AttentionVariant } from "../../src/ops/attention.ts";
+import {
+  attention,
+  attentionLoopIterations,
+  type AttentionVariant,
+  SOFTWARE_LOOP_LIMIT,
+} from "../../src/ops/attention.ts";
 import { attentionRef } from "../../src/reference/attention.ts";
 import { type BenchRow, type OpBench, timeMedian } from "./types.ts";
 
@@ -96,7 +101,8 @@ async function check(
 
 /**
  * Times every attention variant on the SD shapes (or small ones when `quick`), f16 and f32 where
- * the device has f16; FLOPs = 4·B·heads·Lq·Lk·d.
+ * the device has f16; FLOPs = 4·B·heads·Lq·Lk·d. Variants a software adapter refuses for a shape
+ * (its shader loop limit) are left out there.
  *
  * @example
  * ```ts
@@ -122,6 +128,8 @@ export const benchAttention: OpBench = async (rt, opts) => {
       const out = rt.empty([c.batch, c.lq, hd], dtype);
       const probs: Tensor | undefined = c.probs ? rt.empty([c.batch, c.lq, c.lk]) : undefined;
       for (const variant of VARIANTS) {
+        const loops = attentionLoopIterations(variant, { d: c.d, lk: c.lk, heads: c.heads });
+        if (rt.gpu.isFallback && loops > SOFTWARE_LOOP_LIMIT) continue; // refused there
         const tol = dtype === "f16" ? 1e-2 : 1e-5;
         const maxErr = await check(rt, c, variant, dtype);
         const run = () => {

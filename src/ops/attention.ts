@@ -12,7 +12,7 @@
  * @module
  */
 import type { DType } from "../gpu/device.ts";
-import { grid1d } from "../gpu/runtime.ts";
+import { grid1d, type Runtime } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
 /** Kernel versions, slowest first: the op uses "tiled" unless told otherwise. */
@@ -20,6 +20,7 @@ export type AttentionVariant = "naive" | "tiled";
 
 /** Template parameters of the attention kernels (the pipeline cache key's `params`). */
 export interface AttentionParams {
+  /** Every template parameter is a string, number or boolean. */
   [k: string]: string | number | boolean;
   /** "attn": the attention itself; "probs": the head-averaged softmax probabilities. */
   mode: "attn" | "probs";
@@ -37,6 +38,10 @@ export interface AttentionParams {
   dv: number;
   /** naive: slices per head (⌈d / dv⌉). */
   ns: number;
+  /** naive, probs: dot-product unroll (divides d). */
+  du: number;
+  /** naive: accumulator-update unroll (divides dv). */
+  cu: number;
   /** tiled: queries per workgroup. */
   bq: number;
   /** tiled: keys per tile. */
@@ -144,6 +149,83 @@ function tiledConfig(d: number): TiledConfig {
 
 const NAIVE_WG = 64;
 const PROBS_WG = 128;
+const UNUSED_TILE = { bq: 0, bk: 0, dk: 0, ndc: 0, bkv: 0, r: 0, c: 0, tcv: 0 };
+
+/** The largest divisor of n that is ≤ max. */
+function divisorUpTo(n: number, max: number): number {
+  for (let u = Math.min(n, max); u > 1; u--) if (n % u === 0) return u;
+  return 1;
+}
+
+function kernelParams(
+  kind: AttentionVariant | "probs",
+  dtype: DType,
+  d: number,
+  causal: boolean,
+): AttentionParams {
+  const du = divisorUpTo(d, 16);
+  if (kind === "tiled") {
+    return {
+      mode: "attn",
+      variant: kind,
+      dtype,
+      d,
+      causal,
+      ns: 1,
+      du: 0,
+      cu: 0,
+      ...tiledConfig(d),
+    };
+  }
+  const dv = kind === "probs" ? 0 : d <= 128 ? d : 64;
+  return {
+    mode: kind === "probs" ? "probs" : "attn",
+    variant: "naive",
+    dtype,
+    d,
+    causal,
+    wg: kind === "probs" ? PROBS_WG : NAIVE_WG,
+    dv,
+    ns: dv ? Math.ceil(d / dv) : 0,
+    du,
+    cu: dv ? divisorUpTo(dv, 16) : 0,
+    ...UNUSED_TILE,
+  };
+}
+
+/**
+ * Software adapters (Mesa's llvmpipe) silently end a shader loop after this many iterations per
+ * invocation, counted over every entry of a nested loop; {@link attention} refuses longer runs there.
+ */
+export const SOFTWARE_LOOP_LIMIT = 65535;
+
+/**
+ * The most iterations any one loop of an attention kernel runs per invocation (mirrors the loops of
+ * `kernels/attention.wgsl.jinja`), to compare with {@link SOFTWARE_LOOP_LIMIT}.
+ *
+ * @example
+ * ```ts
+ * import { attentionLoopIterations } from "./attention.ts";
+ * attentionLoopIterations("tiled", { d: 40, lk: 4096, heads: 8 }); // 5120
+ * ```
+ */
+export function attentionLoopIterations(
+  kind: AttentionVariant | "probs",
+  shape: { d: number; lk: number; heads: number },
+): number {
+  const { d, lk, heads } = shape;
+  const p = kernelParams(kind, "f32", d, false);
+  if (kind === "probs") {
+    return heads * Math.max(2 * Math.ceil(lk / p.wg) * (d / p.du), Math.ceil(d / p.wg));
+  }
+  if (kind === "naive") return lk * Math.max(1, d / p.du, p.dv / p.cu);
+  const tiles = Math.ceil(lk / p.bk);
+  const chunks = tiles * p.ndc;
+  const qLoads = (p.ndc === 1 ? 1 : chunks) * Math.ceil(p.dk * p.bq / 4 / p.wg);
+  const kLoads = chunks * Math.ceil(p.dk * p.bk / 4 / p.wg);
+  const vLoads = tiles * (p.bk / p.bkv) * Math.ceil(p.bkv * p.dv / p.wg);
+  return Math.max(chunks * p.dk, qLoads, kLoads, vLoads, tiles * p.bk);
+}
 
 function intOption(name: string, v: number | undefined, fallback: number, min = 0): number {
   const x = v ?? fallback;
@@ -262,57 +344,50 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
         } bytes of workgroup memory, device has ${maxShared}); use variant "naive"`,
     );
   }
-  const base = { mode: "attn", dtype: q.dtype, d, causal } as const;
   const label = `attention [${q.shape}]x[${k.shape}] h=${heads}${causal ? " causal" : ""}`;
-  if (variant === "naive") {
-    const dv = d <= 128 ? d : 64;
-    const ns = Math.ceil(d / dv);
-    const params: AttentionParams = {
-      ...base,
-      variant,
-      wg: NAIVE_WG,
-      dv,
-      ns,
-      ...UNUSED_TILE,
-    };
-    rt.dispatch({
-      key: { kernel: "attention", params },
-      bindings: [q, k, v, out],
-      uniforms,
-      grid: [Math.ceil(lq / NAIVE_WG), heads * ns, batch],
-      label,
-    });
-  } else {
-    const t = tiledConfig(d);
-    const params: AttentionParams = { ...base, variant, ns: 1, ...t };
-    rt.dispatch({
-      key: { kernel: "attention", params },
-      bindings: [q, k, v, out],
-      uniforms,
-      grid: [Math.ceil(lq / t.bq), heads, batch],
-      label,
-    });
+  const params = kernelParams(variant, q.dtype, d, causal);
+  checkLoops(rt, variant, { d, lk, heads }, label);
+  if (options.probs) checkProbs(q, k, options.probs, { d, heads, lq, lk, label });
+  rt.dispatch({
+    key: { kernel: "attention", params },
+    bindings: [q, k, v, out],
+    uniforms,
+    grid: variant === "naive"
+      ? [Math.ceil(lq / NAIVE_WG), heads * params.ns, batch]
+      : [Math.ceil(lq / params.bq), heads, batch],
+    label,
+  });
+  if (options.probs) {
+    writeProbs(q, k, options.probs, { dtype: q.dtype, d, causal, lq, uniforms, label });
   }
-  if (options.probs) writeProbs(q, k, options.probs, { ...base, heads, lq, lk, uniforms, label });
   return out;
 }
 
-const UNUSED_TILE = { bq: 0, bk: 0, dk: 0, ndc: 0, bkv: 0, r: 0, c: 0, tcv: 0 };
+function checkLoops(
+  rt: Runtime,
+  kind: AttentionVariant | "probs",
+  shape: { d: number; lk: number; heads: number },
+  label: string,
+): void {
+  const n = attentionLoopIterations(kind, shape);
+  if (!rt.gpu.isFallback || n <= SOFTWARE_LOOP_LIMIT) return;
+  const hint = kind === "naive"
+    ? 'use variant "tiled"'
+    : kind === "probs"
+    ? "the probs hook is meant for short key sequences such as 77 text tokens"
+    : "use shorter sequences or a hardware GPU";
+  throw new Error(
+    `denoise: ${label}${kind === "probs" ? " probs" : ""} would run a shader loop ${n} times, ` +
+      `but the software adapter ${rt.gpu.adapterName} silently stops loops after ` +
+      `${SOFTWARE_LOOP_LIMIT} iterations; ${hint}`,
+  );
+}
 
-function writeProbs(
+function checkProbs(
   q: Tensor,
   k: Tensor,
   probs: Tensor,
-  o: {
-    dtype: DType;
-    d: number;
-    causal: boolean;
-    heads: number;
-    lq: number;
-    lk: number;
-    uniforms: Uint32Array;
-    label: string;
-  },
+  o: { d: number; heads: number; lq: number; lk: number; label: string },
 ): void {
   const batch = q.shape[0];
   if (probs.dtype !== "f32" || probs.size !== batch * o.lq * o.lk) {
@@ -323,22 +398,27 @@ function writeProbs(
   if (probs.buffer === q.buffer || probs.buffer === k.buffer) {
     throw new Error("denoise: attention probs must not share storage with q or k");
   }
-  const params: AttentionParams = {
-    mode: "probs",
-    variant: "naive",
-    dtype: o.dtype,
-    d: o.d,
-    causal: o.causal,
-    wg: PROBS_WG,
-    dv: 0,
-    ns: 0,
-    ...UNUSED_TILE,
-  };
+  checkLoops(q.rt, "probs", o, o.label);
+}
+
+function writeProbs(
+  q: Tensor,
+  k: Tensor,
+  probs: Tensor,
+  o: {
+    dtype: DType;
+    d: number;
+    causal: boolean;
+    lq: number;
+    uniforms: Uint32Array;
+    label: string;
+  },
+): void {
   q.rt.dispatch({
-    key: { kernel: "attention", params },
+    key: { kernel: "attention", params: kernelParams("probs", o.dtype, o.d, o.causal) },
     bindings: [q, k, probs],
     uniforms: o.uniforms,
-    grid: grid1d(batch * o.lq),
+    grid: grid1d(q.shape[0] * o.lq),
     label: `${o.label} probs`,
   });
 }

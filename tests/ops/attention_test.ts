@@ -3,8 +3,10 @@ import type { DType } from "../../src/gpu/device.ts";
 import type { Runtime } from "../../src/gpu/runtime.ts";
 import {
   attention,
+  attentionLoopIterations,
   attentionQkv,
   type AttentionVariant,
+  SOFTWARE_LOOP_LIMIT,
   tiledWorkgroupBytes,
 } from "../../src/ops/attention.ts";
 import { attentionRef } from "../../src/reference/attention.ts";
@@ -47,9 +49,11 @@ const CASES: [number, number, number, number, number][] = [
   [1, 2, 40, 77, 77],
   [2, 1, 64, 257, 7],
   [1, 3, 80, 7, 257],
-  [2, 2, 16, 77, 1],
+  [2, 2, 8, 77, 1],
   [1, 1, 512, 7, 33],
   [1, 2, 160, 33, 40],
+  [1, 2, 7, 9, 40], // a head dim no tile divides
+  [1, 1, 64, 5, 1100], // Lk·d > 65535, llvmpipe's per-loop iteration limit
 ];
 
 Deno.test({
@@ -249,5 +253,29 @@ Deno.test({
       /does not fit head dim 2048 .*use variant "naive"/,
     );
     assert.ok(tiledWorkgroupBytes(512) <= 32768 && tiledWorkgroupBytes(160) <= 32768);
+  },
+});
+
+Deno.test({
+  name: "attention: shader loops stay within the software adapter's loop limit, else a clear error",
+  ...GPU_TEST,
+  fn: async () => {
+    // the SD shapes the tiled kernel must run on llvmpipe too (self-attention at 64², VAE at 512²)
+    assert.equal(attentionLoopIterations("tiled", { d: 40, lk: 4096, heads: 8 }), 5120);
+    assert.ok(
+      attentionLoopIterations("tiled", { d: 512, lk: 4096, heads: 1 }) <= SOFTWARE_LOOP_LIMIT,
+    );
+    assert.ok(attentionLoopIterations("probs", { d: 40, lk: 77, heads: 8 }) <= SOFTWARE_LOOP_LIMIT);
+    assert.equal(attentionLoopIterations("naive", { d: 512, lk: 3000, heads: 1 }), 3000 * 32);
+    const rt = await testRuntime(["attention"]);
+    const q = rt.empty([1, 1, 512]), k = rt.empty([1, 3000, 512]);
+    if (rt.gpu.isFallback) {
+      assert.throws(
+        () => attention(q, k, k, { heads: 1, variant: "naive" }),
+        /would run a shader loop 96000 times, .* stops loops after 65535 iterations; use variant "tiled"/,
+      );
+    } else {
+      assert.equal(attention(q, k, k, { heads: 1, variant: "naive" }).shape.join(), "1,1,512");
+    }
   },
 });
