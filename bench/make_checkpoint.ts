@@ -389,9 +389,17 @@ export interface WrittenCheckpoint {
  */
 export async function writeLdmCheckpoint(
   path: string,
-  options: { family?: LdmFamily; dtype?: "F32" | "F16"; seed?: number } = {},
+  options: {
+    family?: LdmFamily;
+    dtype?: "F32" | "F16";
+    seed?: number;
+    /** Writes only the tensors whose key passes (a partial file, for tests). */
+    select?: (name: string) => boolean;
+  } = {},
 ): Promise<WrittenCheckpoint> {
-  const tensors = ldmTensors(options.family ?? "sd15", { dtype: options.dtype });
+  const select = options.select ?? (() => true);
+  const tensors = ldmTensors(options.family ?? "sd15", { dtype: options.dtype })
+    .filter((t) => select(t.name));
   const seed = options.seed ?? 0;
   const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
   let offset = 0;

@@ -125,7 +125,7 @@ export interface UnetStepReport {
   /** FLOPs over the median step time, in TFLOP/s. */
   tflops: number;
   /**
-   * Bytes: the parameters' exact size, the pool's bytes for them (size classes round up), and
+   * Bytes: the parameters' exact size, the pool's bytes for them (exact-size buffers), and
    * the pool's peak while stepping (weights included).
    */
   memory: { paramBytes: number; weightsBytes: number; peakBytes: number };

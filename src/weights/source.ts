@@ -219,12 +219,17 @@ export async function readComponent(
   return out;
 }
 
-/** Where one target tensor's bytes lie: a byte range of a file (a fused q/k/v part is a sub-range). */
-interface TensorRange {
+/** Where one tensor's bytes lie: a byte range of a file (a fused q/k/v part is a sub-range). */
+export interface TensorRange {
+  /** The file. */
   path: string;
+  /** Absolute offset of the first byte. */
   byteOffset: number;
+  /** Length in bytes. */
   byteLength: number;
+  /** Element type of the bytes. */
   dtype: Dtype;
+  /** The tensor's shape (after any squeeze or split). */
   shape: number[];
 }
 
