@@ -235,7 +235,7 @@ async function main(args: string[]): Promise<void> {
       }
     }
     const taesd = values.taesd
-      ? await loadTaesdDecoder(values.taesd, pipe.rt, { dtype: pipe.dtype })
+      ? await loadTaesdDecoder(values.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
       : undefined;
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
     const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };

@@ -297,7 +297,7 @@ async function planModel(rt: Runtime, options: UnetStepOptions, seed: number): P
         const src = await openModelSource(path);
         try {
           const tensors = await readComponent(src, "unet");
-          return UNet2DConditionModel.load(rt, tensors, src.configs.unet, { dtype });
+          return UNet2DConditionModel.load(rt, { tensors, config: src.configs.unet, dtype });
         } finally {
           closeModelSource(src);
         }
@@ -313,7 +313,9 @@ async function planModel(rt: Runtime, options: UnetStepOptions, seed: number): P
     weights: `random (seed ${seed})`,
     load: (dtype) =>
       Promise.resolve(
-        UNet2DConditionModel.load(rt, new RandomWeights(shapes, { seed, dtype }), config, {
+        UNet2DConditionModel.load(rt, {
+          tensors: new RandomWeights(shapes, { seed, dtype }),
+          config,
           dtype,
         }),
       ),
@@ -389,7 +391,7 @@ export async function benchUnetStep(
     const records: number[] = [];
     for (let i = 0; i < warmup + steps; i++) {
       const a = performance.now();
-      const out = unet.forward(sample, timestep, context);
+      const out = unet.forward(sample, { timestep, encoderHiddenStates: context });
       const b = performance.now();
       await rt.sync();
       const c = performance.now();
@@ -466,7 +468,8 @@ async function profileStep(
     [out, owners] = withOwners(
       rt,
       unet,
-      () => unet.forward(args.sample, args.timestep, args.context),
+      () =>
+        unet.forward(args.sample, { timestep: args.timestep, encoderHiddenStates: args.context }),
     );
     await rt.sync();
   } finally {

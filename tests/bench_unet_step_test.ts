@@ -55,7 +55,7 @@ Deno.test({
     const weights = new RandomWeights(shapes, { seed: 0, dtype: "f32" });
     assert.equal(weights.size, shapes.size);
     assert.equal([...weights.keys()].length, shapes.size);
-    const unet = UNet2DConditionModel.load(rt, weights, config, { dtype: "f32" });
+    const unet = UNet2DConditionModel.load(rt, { tensors: weights, config, dtype: "f32" });
     assert.deepEqual(unet.unused, []);
     unet.dispose();
     await assert.rejects(() => archConfig("sd15", { base: 512 }), /--base applies to --arch sd21/);

@@ -89,7 +89,7 @@ async function check(
     headDim: c.d,
     causal: c.causal,
   });
-  const got = await attention(q.t, k.t, v.t, { heads, causal: c.causal, variant }).read();
+  const got = await attention(q.t, { k: k.t, v: v.t, heads, causal: c.causal, variant }).read();
   let err = 0, scale = 0;
   for (let i = 0; i < got.length; i++) {
     err = Math.max(err, Number.isNaN(got[i]) ? Infinity : Math.abs(got[i] - ref.out[i]));
@@ -134,7 +134,15 @@ export const benchAttention: OpBench = async (rt, opts) => {
         const maxErr = await check(rt, c, variant, dtype);
         const run = () => {
           for (let i = 0; i < repeat; i++) {
-            attention(q.t, k.t, v.t, { heads: c.heads, causal: c.causal, variant, out, probs });
+            attention(q.t, {
+              k: k.t,
+              v: v.t,
+              heads: c.heads,
+              causal: c.causal,
+              variant,
+              out,
+              probs,
+            });
           }
         };
         const ms = await timeMedian(rt, run, opts.reps ?? 5) / repeat;

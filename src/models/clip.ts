@@ -44,6 +44,10 @@ export interface ClipTextOutput {
 
 /** Options of {@link ClipTextModel.load}. */
 export interface ClipLoadOptions {
+  /** The checkpoint tensors by diffusers key (e.g. from `readComponent(source, "text_encoder")`). */
+  tensors: ReadonlyMap<string, LoadedTensor>;
+  /** The model config (`text_encoder/config.json`). */
+  config: CLIPTextConfig;
   /** The dtype of parameters and activations. */
   dtype: DType;
 }
@@ -104,7 +108,7 @@ export class ClipAttention {
     const q = this.q_proj.forward(h); // [B, L, D]
     const k = this.k_proj.forward(h); // [B, L, D]
     const v = this.v_proj.forward(h); // [B, L, D]
-    const a = attention(q, k, v, { heads: this.heads, causal: true, scale: headDim ** -0.5 }); // [B, L, D]
+    const a = attention(q, { k: k, v: v, heads: this.heads, causal: true, scale: headDim ** -0.5 }); // [B, L, D]
     q.dispose();
     k.dispose();
     v.dispose();
@@ -179,7 +183,7 @@ export class ClipEncoderLayer {
  * const rt = await Runtime.create();
  * const src = await openModelSource("models/stable-diffusion-v1-5");
  * const tensors = await readComponent(src, "text_encoder");
- * const clip = ClipTextModel.load(rt, tensors, src.configs.text_encoder, { dtype: "f16" });
+ * const clip = ClipTextModel.load(rt, { tensors, config: src.configs.text_encoder, dtype: "f16" });
  * const ids = new Int32Array(77).fill(49407);
  * ids[0] = 49406;
  * const { lastHiddenState, pooled } = clip.forward(ids, { clipSkip: 2 });
@@ -241,16 +245,15 @@ export class ClipTextModel {
    * const rt = await Runtime.create();
    * const src = await openModelSource("models/tiny-sd15");
    * const tensors = await readComponent(src, "text_encoder");
-   * const clip = ClipTextModel.load(rt, tensors, src.configs.text_encoder, { dtype: "f32" });
+   * const clip = ClipTextModel.load(rt, { tensors, config: src.configs.text_encoder, dtype: "f32" });
    * console.log(clip.unused); // []
    * ```
    */
   static load(
     rt: Runtime,
-    tensors: ReadonlyMap<string, LoadedTensor>,
-    config: CLIPTextConfig,
     options: ClipLoadOptions,
   ): ClipTextModel {
+    const { tensors, config } = options;
     activationOf(config);
     const store = new ParamStore(rt, tensors, { dtype: options.dtype, component: "text_encoder" });
     const model = new ClipTextModel(store, config);

@@ -21,25 +21,27 @@ import { type ShapeMismatch, StrictImportError } from "../weights/strict.ts";
  * import { Runtime } from "../gpu/runtime.ts";
  * import { uploadLoaded } from "./params.ts";
  * const rt = await Runtime.create();
- * const t = uploadLoaded(rt, { shape: [2], dtype: "F32", data: new Float32Array([1, 2]) }, "f32");
+ * const t = uploadLoaded(rt, { shape: [2], dtype: "F32", data: new Float32Array([1, 2]) }, {
+ *   dtype: "f32",
+ * });
  * ```
  */
-export function uploadLoaded(rt: Runtime, t: LoadedTensor, dtype: DType): Tensor {
+export function uploadLoaded(rt: Runtime, t: LoadedTensor, options: { dtype: DType }): Tensor {
   const d = t.data;
-  const options = { dtype, exact: true }; // long-lived: no size-class slack
-  if (d instanceof Float32Array) return rt.upload(d, t.shape, options);
+  const upload = { dtype: options.dtype, exact: true }; // long-lived: no size-class slack
+  if (d instanceof Float32Array) return rt.upload(d, t.shape, upload);
   switch (t.dtype) {
     case "F32":
       return rt.upload(
         new Float32Array(d.buffer, d.byteOffset, d.byteLength / 4),
         t.shape,
-        options,
+        upload,
       );
     case "F16":
-      return rt.upload(new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), t.shape, options);
+      return rt.upload(new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), t.shape, upload);
     case "BF16":
       return rt.upload(new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), t.shape, {
-        ...options,
+        ...upload,
         srcDType: "bf16",
       });
     default:
@@ -111,7 +113,7 @@ export class ParamStore {
       this.#mismatched.push({ key, expected: [...shape], found: found.shape.slice() });
       return this.#keep(this.rt.empty(shape, dtype));
     }
-    const t = uploadLoaded(this.rt, found, dtype);
+    const t = uploadLoaded(this.rt, found, { dtype });
     if (found.owned) (found.data.buffer as ArrayBuffer).transfer(0); // free the host copy now
     this.#unsubmitted += t.byteSize;
     if (this.#unsubmitted >= SUBMIT_EVERY_BYTES) {

@@ -73,6 +73,8 @@ export interface TaesdDecoder {
 
 /** Options of {@link loadTaesdDecoder}. */
 export interface TaesdOptions {
+  /** The GPU runtime to upload the weights to. */
+  runtime: Runtime;
   /** Weight and activation dtype (default: the runtime's preferred dtype). */
   dtype?: DType;
 }
@@ -86,7 +88,9 @@ export interface TaesdOptions {
  * import { Runtime } from "../gpu/runtime.ts";
  * import { loadTaesdDecoder } from "./taesd.ts";
  * const rt = await Runtime.create();
- * const taesd = await loadTaesdDecoder("../shared/data/taesd/taesd_decoder.safetensors", rt);
+ * const taesd = await loadTaesdDecoder("../shared/data/taesd/taesd_decoder.safetensors", {
+ *   runtime: rt,
+ * });
  * const latent = rt.upload(new Float32Array(4 * 8 * 8), [1, 4, 8, 8], { dtype: taesd.dtype });
  * const rgb = taesd.decode(latent); // [1, 3, 64, 64]
  * console.log(rgb.shape, (await rgb.read()).slice(0, 4));
@@ -94,9 +98,9 @@ export interface TaesdOptions {
  */
 export async function loadTaesdDecoder(
   path: string | URL,
-  rt: Runtime,
-  options: TaesdOptions = {},
+  options: TaesdOptions,
 ): Promise<TaesdDecoder> {
+  const rt = options.runtime;
   const dtype = options.dtype ?? rt.preferredDType;
   rt.assertDType(dtype);
   const file = await openSafetensors(path);

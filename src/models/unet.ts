@@ -17,6 +17,10 @@ import { type BlockConfig, DownBlock, MidBlock, type UNetContext, UpBlock } from
 
 /** Options for {@link UNet2DConditionModel.forward}. */
 export interface UNetForwardOptions {
+  /** The diffusion timestep: one number for the whole batch, or one per batch item. */
+  timestep: number | readonly number[];
+  /** The conditioning (e.g. CLIP text embeddings), `[B, Lctx, cross_attention_dim]`. */
+  encoderHiddenStates: Tensor;
   /**
    * Called with the diffusers module name (`time_proj`, `time_embedding`, `conv_in`,
    * `down_blocks.N`, `mid_block`, `up_blocks.N`, `conv_norm_out`, `conv_act`, `conv_out`) and its
@@ -113,12 +117,14 @@ function blockKind(type: string, plain: string, cross: string): boolean {
  * import { UNet2DConditionModel } from "./unet.ts";
  * const rt = await Runtime.create();
  * const src = await openModelSource("models/tiny-sd15");
- * const unet = UNet2DConditionModel.load(rt, await readComponent(src, "unet"), src.configs.unet, {
+ * const unet = UNet2DConditionModel.load(rt, {
+ *   tensors: await readComponent(src, "unet"),
+ *   config: src.configs.unet,
  *   dtype: "f16",
  * });
  * const latents = rt.upload(new Float32Array(4 * 16 * 16), [1, 4, 16, 16], { dtype: "f16" });
  * const text = rt.upload(new Float32Array(77 * 32), [1, 77, 32], { dtype: "f16" });
- * const eps = unet.forward(latents, 999, text); // [1, 4, 16, 16]
+ * const eps = unet.forward(latents, { timestep: 999, encoderHiddenStates: text }); // [1, 4, 16, 16]
  * console.log(await eps.read());
  * ```
  */
@@ -242,13 +248,15 @@ export class UNet2DConditionModel {
    */
   static load(
     rt: Runtime,
-    tensors: ReadonlyMap<string, LoadedTensor>,
-    config: UNet2DConditionConfig,
-    options: { dtype?: DType } = {},
+    options: {
+      tensors: ReadonlyMap<string, LoadedTensor>;
+      config: UNet2DConditionConfig;
+      dtype?: DType;
+    },
   ): UNet2DConditionModel {
     const dtype = options.dtype ?? rt.preferredDType;
     rt.assertDType(dtype);
-    return new UNet2DConditionModel(rt, tensors, config, dtype);
+    return new UNet2DConditionModel(rt, options.tensors, options.config, dtype);
   }
 
   /** The latent height and width must be multiples of this (one halving per down level). */
@@ -262,12 +270,8 @@ export class UNet2DConditionModel {
    * e.g. 77, 154, …): `[B, out_channels, h, w]` in the model's dtype. Records work; the caller
    * flushes (reading the result does).
    */
-  forward(
-    sample: Tensor,
-    timestep: number | readonly number[],
-    encoderHiddenStates: Tensor,
-    options: UNetForwardOptions = {},
-  ): Tensor {
+  forward(sample: Tensor, options: UNetForwardOptions): Tensor {
+    const { timestep, encoderHiddenStates } = options;
     const b = this.#checkInputs(sample, encoderHiddenStates);
     const capture = options.capture;
     const ch0 = this.config.block_out_channels[0];

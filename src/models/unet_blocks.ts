@@ -116,7 +116,7 @@ export class Attention {
     const probs = options.probs
       ? x.rt.empty([x.shape[0], x.shape[1], src.shape[1]], "f32") // [B, L, Lk]
       : undefined;
-    const o = attention(q, k, v, { heads: this.heads, probs }); // [B, L, C]
+    const o = attention(q, { k: k, v: v, heads: this.heads, probs }); // [B, L, C]
     if (probs) options.probs!(this.name, probs);
     q.dispose();
     k.dispose();

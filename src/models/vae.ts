@@ -32,6 +32,10 @@ export type VaePart = "encoder" | "decoder";
 
 /** Options of {@link AutoencoderKL.load}. */
 export interface VaeLoadOptions {
+  /** The checkpoint tensors by diffusers key (e.g. from `readComponent(source, "vae")`). */
+  tensors: ReadonlyMap<string, LoadedTensor>;
+  /** The model config (`vae/config.json`). */
+  config: AutoencoderKLConfig;
   /** The dtype of parameters and activations. */
   dtype: DType;
   /** The halves to load (default both); keys of a half not loaded are left unused. */
@@ -251,7 +255,9 @@ export class Decoder {
  * import { AutoencoderKL } from "./vae.ts";
  * const rt = await Runtime.create();
  * const src = await openModelSource("tests/fixtures/models/tiny-sd15");
- * const vae = AutoencoderKL.load(rt, await readComponent(src, "vae"), src.configs.vae, {
+ * const vae = AutoencoderKL.load(rt, {
+ *   tensors: await readComponent(src, "vae"),
+ *   config: src.configs.vae,
  *   dtype: "f32",
  * });
  * const z = rt.upload(new Float32Array(4 * 16 * 16), [1, 4, 16, 16]); // latents / scaling_factor
@@ -320,7 +326,9 @@ export class AutoencoderKL {
    * import { AutoencoderKL } from "./vae.ts";
    * const rt = await Runtime.create();
    * const src = await openModelSource("tests/fixtures/models/tiny-sd15");
-   * const vae = AutoencoderKL.load(rt, await readComponent(src, "vae"), src.configs.vae, {
+   * const vae = AutoencoderKL.load(rt, {
+   *   tensors: await readComponent(src, "vae"),
+   *   config: src.configs.vae,
    *   dtype: "f16",
    *   parts: ["decoder"],
    * });
@@ -329,10 +337,9 @@ export class AutoencoderKL {
    */
   static load(
     rt: Runtime,
-    tensors: ReadonlyMap<string, LoadedTensor>,
-    config: AutoencoderKLConfig,
     options: VaeLoadOptions,
   ): AutoencoderKL {
+    const { tensors, config } = options;
     const store = new ParamStore(rt, tensors, { dtype: options.dtype, component: "vae" });
     let model: AutoencoderKL;
     try {

@@ -81,7 +81,7 @@ export class VaeAttention {
     const k = this.to_k.forward(tokens); // [B, H*W, C]
     const v = this.to_v.forward(tokens); // [B, H*W, C]
     tokens.dispose();
-    const a = attention(q, k, v, { heads: 1, causal: false, scale: c ** -0.5 }); // [B, H*W, C]
+    const a = attention(q, { k: k, v: v, heads: 1, causal: false, scale: c ** -0.5 }); // [B, H*W, C]
     q.dispose();
     k.dispose();
     v.dispose();

@@ -62,6 +62,10 @@ export interface AttentionParams {
 
 /** Options of {@link attention}. */
 export interface AttentionOptions {
+  /** Keys `[B, Lk, Ck]` (token layout; head h at columns kOffset + h·d). */
+  k: Tensor;
+  /** Values `[B, Lk, Cv]` (token layout; head h at columns vOffset + h·d). */
+  v: Tensor;
   /** Number of heads. */
   heads: number;
   /** Head dimension d (default: q's channels / heads; required when offsets make that wrong). */
@@ -251,18 +255,17 @@ function checkRank3(name: string, t: Tensor): void {
  *
  * @example
  * ```ts
- * import { loadTemplates } from "../gpu/kernel.ts";
  * import { Runtime } from "../gpu/runtime.ts";
  * import { attention } from "./attention.ts";
  * const rt = await Runtime.create();
- * await loadTemplates(["attention"]); // until the runtime loads it by default
  * const q = rt.upload(new Float32Array(2 * 7 * 16).fill(0.1), [2, 7, 16]);  // [B, Lq, heads·d]
  * const kv = rt.upload(new Float32Array(2 * 5 * 16).fill(0.2), [2, 5, 16]); // [B, Lk, heads·d]
- * const out = attention(q, kv, kv, { heads: 2 }); // [2, 7, 16]
+ * const out = attention(q, { k: kv, v: kv, heads: 2 }); // [2, 7, 16]
  * console.log(await out.read());
  * ```
  */
-export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): Tensor {
+export function attention(q: Tensor, options: AttentionOptions): Tensor {
+  const { k, v } = options;
   checkRank3("q", q);
   checkRank3("k", k);
   checkRank3("v", v);
@@ -442,7 +445,7 @@ function packParams(p: {
 /** Options of {@link attentionQkv}: those of {@link attention} without the offsets and head dim. */
 export type AttentionQkvOptions = Omit<
   AttentionOptions,
-  "qOffset" | "kOffset" | "vOffset" | "headDim"
+  "qOffset" | "kOffset" | "vOffset" | "headDim" | "k" | "v"
 >;
 
 /**
@@ -452,11 +455,9 @@ export type AttentionQkvOptions = Omit<
  *
  * @example
  * ```ts
- * import { loadTemplates } from "../gpu/kernel.ts";
  * import { Runtime } from "../gpu/runtime.ts";
  * import { attentionQkv } from "./attention.ts";
  * const rt = await Runtime.create();
- * await loadTemplates(["attention"]);
  * const qkv = rt.upload(new Float32Array(1 * 77 * 3 * 64).fill(0.1), [1, 77, 3 * 64]);
  * const out = attentionQkv(qkv, { heads: 1, causal: true }); // [1, 77, 64]
  * ```
@@ -471,8 +472,10 @@ export function attentionQkv(qkv: Tensor, options: AttentionQkvOptions): Tensor 
     );
   }
   const hd = options.heads * d;
-  return attention(qkv, qkv, qkv, {
+  return attention(qkv, {
     ...options,
+    k: qkv,
+    v: qkv,
     headDim: d,
     qOffset: 0,
     kOffset: hd,

@@ -54,7 +54,7 @@ export async function decodeLatents(
   const [, , h, w] = latents.shape;
   if (options.taesd) {
     const taesd = typeof options.taesd === "string"
-      ? await loadTaesdDecoder(options.taesd, pipe.rt, { dtype: pipe.dtype })
+      ? await loadTaesdDecoder(options.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
       : options.taesd;
     try {
       const x = lincomb([latents], [1], { out: pipe.rt.empty(latents.shape, taesd.dtype) });

@@ -124,22 +124,27 @@ export async function loadPipeline(
       options.dtype ?? "auto",
       first === undefined ? undefined : unetTensors.info(first)?.dtype,
     );
-    const unet = UNet2DConditionModel.load(rt, unetTensors, configs.unet, { dtype });
+    const unet = UNet2DConditionModel.load(rt, {
+      tensors: unetTensors,
+      config: configs.unet,
+      dtype,
+    });
     disposers.push(() => unet.dispose());
     const vaeDType = options.vaeDType ??
       (dtype === "f16" && configs.vae.force_upcast !== false ? "f32" : dtype);
     rt.assertDType(vaeDType);
-    const vae = AutoencoderKL.load(rt, await openComponent(source, "vae"), configs.vae, {
+    const vae = AutoencoderKL.load(rt, {
+      tensors: await openComponent(source, "vae"),
+      config: configs.vae,
       dtype: vaeDType,
       parts: options.vaeEncoder ? ["encoder", "decoder"] : ["decoder"],
     });
     disposers.push(() => vae.dispose());
-    const textEncoder = ClipTextModel.load(
-      rt,
-      await openComponent(source, "text_encoder"),
-      configs.text_encoder,
-      { dtype },
-    );
+    const textEncoder = ClipTextModel.load(rt, {
+      tensors: await openComponent(source, "text_encoder"),
+      config: configs.text_encoder,
+      dtype,
+    });
     disposers.push(() => textEncoder.dispose());
     const schedulerConfig = (configs.scheduler ?? {}) as SchedulerConfig;
     await rt.sync(); // the uploads are done and their staging memory is freed

@@ -42,7 +42,7 @@ export interface SampleOptions {
   /** Stops the loop cleanly (the generator returns) and frees its buffers. */
   signal?: AbortSignal;
   /** Options passed to every U-Net call (for example the `attentionProbs` hook of the notebooks). */
-  unet?: UNetForwardOptions;
+  unet?: Omit<UNetForwardOptions, "timestep" | "encoderHiddenStates">;
 }
 
 /** What the sampler yields after each step. */
@@ -136,7 +136,11 @@ export async function* sampleLatents(
       const input = cfg ? stackBatch(rt, scaled, scaled) : scaled; // [B, 4, h, w]
       if (cfg) scaled.dispose();
       // 4. U-Net and guidance: u + g·(c − u), in f32
-      const out = pipe.unet.forward(input, t, context, options.unet); // [B, 4, h, w]
+      const out = pipe.unet.forward(input, {
+        ...options.unet,
+        timestep: t,
+        encoderHiddenStates: context,
+      }); // [B, 4, h, w]
       input.dispose();
       let guided: Tensor;
       if (cfg) {

@@ -348,7 +348,10 @@ export class ComponentTensors implements ReadonlyMap<string, LoadedTensor> {
  * import { closeModelSource, openComponent, openModelSource } from "./source.ts";
  * const rt = await Runtime.create();
  * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
- * const unet = UNet2DConditionModel.load(rt, await openComponent(src, "unet"), src.configs.unet);
+ * const unet = UNet2DConditionModel.load(rt, {
+ *   tensors: await openComponent(src, "unet"),
+ *   config: src.configs.unet,
+ * });
  * closeModelSource(src);
  * ```
  */

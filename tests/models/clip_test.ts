@@ -76,7 +76,7 @@ async function checkAgainstFixtures(
   const ref = await references(run);
   const D = config.hidden_size, L = 77, n = config.num_hidden_layers;
   for (const dtype of testDTypes(rt)) {
-    const model = ClipTextModel.load(rt, tensors, config, { dtype });
+    const model = ClipTextModel.load(rt, { tensors, config, dtype });
     assert.deepEqual(model.unused, []);
     const tol = TOL[dtype];
     const out = model.forward(ref.ids, { outputHiddenStates: true });
@@ -166,7 +166,7 @@ Deno.test({
     const k = broken.get(reshaped)!;
     broken.set(reshaped, { ...k, shape: [k.shape[1], k.shape[0] / 2, 2] });
     assert.throws(
-      () => ClipTextModel.load(rt, broken, config, { dtype: "f32" }),
+      () => ClipTextModel.load(rt, { tensors: broken, config, dtype: "f32" }),
       (e: unknown) => {
         assert.ok(e instanceof StrictImportError);
         assert.deepEqual(e.missing, [missing]);
@@ -186,7 +186,7 @@ Deno.test({
       dtype: "I64",
       data: new Uint8Array(616),
     });
-    const model = ClipTextModel.load(rt, extra, tooFewLayers, { dtype: "f32" });
+    const model = ClipTextModel.load(rt, { tensors: extra, config: tooFewLayers, dtype: "f32" });
     assert.ok(model.unused.includes("text_model.embeddings.position_ids"));
     assert.ok(model.unused.includes("text_model.encoder.layers.1.mlp.fc1.weight"));
     assert.ok(!model.unused.some((key) => key.includes("layers.0.")));
@@ -208,7 +208,9 @@ Deno.test({
     ids.set([926, 8, 9, 10, 11, 12, 13, 14, 15, 927, 927], L);
     const cases: [number, number[]][] = [[927, [0, 9]], [2, [2, 9]]];
     for (const [eos, positions] of cases) {
-      const model = ClipTextModel.load(rt, tensors, { ...config, eos_token_id: eos }, {
+      const model = ClipTextModel.load(rt, {
+        tensors,
+        config: { ...config, eos_token_id: eos },
         dtype: "f32",
       });
       const out = model.forward(ids);
@@ -231,15 +233,24 @@ Deno.test({
     const rt = await testRuntime(KERNELS);
     const { tensors, config } = await tinyClip();
     assert.throws(
-      () => ClipTextModel.load(rt, tensors, { ...config, hidden_act: "swish" }, { dtype: "f32" }),
+      () =>
+        ClipTextModel.load(rt, {
+          tensors,
+          config: { ...config, hidden_act: "swish" },
+          dtype: "f32",
+        }),
       /hidden_act "swish" is not supported: use "quick_gelu" \(SD 1\.x\) or "gelu" \(SD 2\.x\)/,
     );
     assert.throws(
       () =>
-        ClipTextModel.load(rt, tensors, { ...config, num_attention_heads: 5 }, { dtype: "f32" }),
+        ClipTextModel.load(rt, {
+          tensors,
+          config: { ...config, num_attention_heads: 5 },
+          dtype: "f32",
+        }),
       /hidden_size 32 is not divisible by num_attention_heads 5/,
     );
-    const model = ClipTextModel.load(rt, tensors, config, { dtype: "f32" });
+    const model = ClipTextModel.load(rt, { tensors, config, dtype: "f32" });
     const ids = new Int32Array(77);
     assert.throws(
       () => model.forward(ids.subarray(0, 76)),

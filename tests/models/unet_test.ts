@@ -55,7 +55,7 @@ async function openSource(model: Model, layout: "folder" | "single"): Promise<Mo
 
 async function loadUnet(rt: Runtime, source: ModelSource, dtype: DType) {
   const tensors = await readComponent(source, "unet");
-  return UNet2DConditionModel.load(rt, tensors, source.configs.unet, { dtype });
+  return UNet2DConditionModel.load(rt, { tensors, config: source.configs.unet, dtype });
 }
 
 /** `n` copies of `a` along a new leading batch axis. */
@@ -98,7 +98,9 @@ async function probe(rt: Runtime, unet: UNet2DConditionModel, model: Model, dtyp
   const x = upload(rt, repeat(sample, n), [n, c, h, w], dtype);
   const ctx = upload(rt, repeat(text, n), [n, ...text.shape.slice(1)], dtype);
   const kept = new Map<string, Tensor>();
-  const out = unet.forward(x, steps, ctx, {
+  const out = unet.forward(x, {
+    timestep: steps,
+    encoderHiddenStates: ctx,
     capture: (name, t) => {
       const copy = rt.empty(t.shape, t.dtype);
       rt.copy(t, copy);
@@ -134,7 +136,7 @@ async function step0(rt: Runtime, unet: UNet2DConditionModel, model: Model, dtyp
   const x = upload(rt, sample.data, sample.shape, dtype);
   const ctx = upload(rt, text, [2, ...cond.shape.slice(1)], dtype);
   const before = rt.pool.stats().inUseBytes;
-  const out = unet.forward(x, t0, ctx);
+  const out = unet.forward(x, { timestep: t0, encoderHiddenStates: ctx });
   const kept = rt.pool.stats().inUseBytes - before;
   assert.equal(kept, sizeClass(out.byteSize), "forward must free every intermediate");
   const got = await out.read();
@@ -188,7 +190,7 @@ Deno.test({
     const x = upload(rt, sample.data, sample.shape, "f32");
     // Keys and values repeated twice leave every softmax-weighted average unchanged.
     const ctx = upload(rt, repeat(cond, 2), [1, 154, cond.shape[2]], "f32");
-    const out = unet.forward(x, 999, ctx);
+    const out = unet.forward(x, { timestep: 999, encoderHiddenStates: ctx });
     const got = await out.read();
     for (const t of [x, ctx, out]) t.dispose();
     unet.dispose();
@@ -209,7 +211,7 @@ Deno.test({
     tensors.set("conv_in.bias", { ...bias, shape: [16], data: bias.data.subarray(0, 32) });
     tensors.set("extra.weight", bias);
     assert.throws(
-      () => UNet2DConditionModel.load(rt, tensors, source.configs.unet, { dtype: "f32" }),
+      () => UNet2DConditionModel.load(rt, { tensors, config: source.configs.unet, dtype: "f32" }),
       (e: unknown) => {
         assert.ok(e instanceof StrictImportError);
         assert.deepEqual(e.missing, [missing]);
@@ -223,7 +225,7 @@ Deno.test({
     const bad = { ...source.configs.unet, attention_head_dim: [2, 2, 4] };
     const fresh = await readComponent(source, "unet");
     assert.throws(
-      () => UNet2DConditionModel.load(rt, fresh, bad),
+      () => UNet2DConditionModel.load(rt, { tensors: fresh, config: bad }),
       /attention_head_dim = \[2,2,4\] must be a positive integer or a list of 4/,
     );
   },
@@ -238,14 +240,26 @@ Deno.test({
     const unet = await loadUnet(rt, source, "f32");
     const ctx = rt.empty([1, 77, 32], "f32");
     const odd = rt.empty([1, 4, 12, 16], "f32");
-    assert.throws(() => unet.forward(odd, 999, ctx), /latent size 12×16 is not divisible by 8/);
+    assert.throws(
+      () => unet.forward(odd, { timestep: 999, encoderHiddenStates: ctx }),
+      /latent size 12×16 is not divisible by 8/,
+    );
     const x = rt.empty([1, 4, 16, 16], "f32");
-    assert.throws(() => unet.forward(x, [999, 1], ctx), /got 2 timesteps for a batch of 1/);
+    assert.throws(
+      () => unet.forward(x, { timestep: [999, 1], encoderHiddenStates: ctx }),
+      /got 2 timesteps for a batch of 1/,
+    );
     const wide = rt.empty([1, 77, 64], "f32");
-    assert.throws(() => unet.forward(x, 999, wide), /encoderHiddenStates must be \[1, L, 32\]/);
+    assert.throws(
+      () => unet.forward(x, { timestep: 999, encoderHiddenStates: wide }),
+      /encoderHiddenStates must be \[1, L, 32\]/,
+    );
     if (rt.gpu.hasF16) {
       const half = rt.empty([1, 4, 16, 16], "f16");
-      assert.throws(() => unet.forward(half, 999, ctx), /sample is f16 but the model runs in f32/);
+      assert.throws(
+        () => unet.forward(half, { timestep: 999, encoderHiddenStates: ctx }),
+        /sample is f16 but the model runs in f32/,
+      );
       half.dispose();
     }
     for (const t of [ctx, odd, x, wide]) t.dispose();
@@ -277,13 +291,17 @@ Deno.test({
     const rt = await testRuntime();
     const dir = modelDir("tiny-sd15")!;
     const src = await openModelSource(dir);
-    const unet = UNet2DConditionModel.load(rt, await readComponent(src, "unet"), src.configs.unet, {
+    const unet = UNet2DConditionModel.load(rt, {
+      tensors: await readComponent(src, "unet"),
+      config: src.configs.unet,
       dtype: "f32",
     });
     const ctx = rt.upload(randomArray(2 * 77 * 32, 5), [2, 77, 32]);
     const sample = rt.upload(randomArray(2 * 4 * 16 * 16, 6), [2, 4, 16, 16]);
     const seen: { name: string; probs: Tensor }[] = [];
-    const out = unet.forward(sample, 500, ctx, {
+    const out = unet.forward(sample, {
+      timestep: 500,
+      encoderHiddenStates: ctx,
       attentionProbs: (name, probs) => seen.push({ name, probs }),
     });
     await rt.flush();

@@ -131,7 +131,7 @@ for (const model of Object.keys(RUNS) as Model[]) {
         const rt = await testRuntime(KERNELS);
         const run = RUNS[model];
         for (const dtype of testDTypes(rt)) {
-          const vae = AutoencoderKL.load(rt, src.tensors, src.config, { dtype });
+          const vae = AutoencoderKL.load(rt, { tensors: src.tensors, config: src.config, dtype });
           try {
             assert.deepEqual(vae.unused, []);
             const tol = TOL[dtype];
@@ -180,7 +180,11 @@ Deno.test({
   fn: async () => {
     const src = await vaeSource("tiny-sd15", "folder");
     const rt = await testRuntime(KERNELS);
-    const vae = AutoencoderKL.load(rt, src!.tensors, src!.config, { dtype: "f32" });
+    const vae = AutoencoderKL.load(rt, {
+      tensors: src!.tensors,
+      config: src!.config,
+      dtype: "f32",
+    });
     /** Runs `f` on an uploaded input and returns the host copy of its output, freeing both. */
     const run = async (host: Float32Array, shape: number[], f: (x: Tensor) => Tensor) => {
       const x = rt.upload(host, shape);
@@ -269,7 +273,7 @@ Deno.test({
     const src = (await vaeSource("tiny-sd15", "folder"))!;
     const rt = await testRuntime(KERNELS);
     const load = (tensors: Map<string, LoadedTensor>, parts?: VaePart[]) =>
-      AutoencoderKL.load(rt, tensors, src.config, { dtype: "f32", parts });
+      AutoencoderKL.load(rt, { tensors, config: src.config, dtype: "f32", parts });
     // decoder only: every encoder and quant_conv key is unused, nothing else
     const dec = load(src.tensors, ["decoder"]);
     try {
@@ -311,11 +315,21 @@ Deno.test({
     assert.throws(() => load(src.tensors, []), /parts must be "encoder" and\/or "decoder"/);
     const cfg = (over: Partial<AutoencoderKLConfig>) => ({ ...src.config, ...over });
     assert.throws(
-      () => AutoencoderKL.load(rt, src.tensors, cfg({ norm_num_groups: 7 }), { dtype: "f32" }),
+      () =>
+        AutoencoderKL.load(rt, {
+          tensors: src.tensors,
+          config: cfg({ norm_num_groups: 7 }),
+          dtype: "f32",
+        }),
       /norm_num_groups 7 must divide every block_out_channels/,
     );
     assert.throws(
-      () => AutoencoderKL.load(rt, src.tensors, cfg({ act_fn: "relu" }), { dtype: "f32" }),
+      () =>
+        AutoencoderKL.load(rt, {
+          tensors: src.tensors,
+          config: cfg({ act_fn: "relu" }),
+          dtype: "f32",
+        }),
       /act_fn "relu" is not supported/,
     );
   },

@@ -76,7 +76,7 @@ Deno.test({
             causal,
           });
           for (const variant of VARIANTS) {
-            const got = await attention(q.t, k.t, v.t, { heads, causal, variant }).read();
+            const got = await attention(q.t, { k: k.t, v: v.t, heads, causal, variant }).read();
             assertClose(got, ref.out, {
               ...TOL[dtype],
               label:
@@ -111,7 +111,7 @@ Deno.test({
           headDim: d,
           causal,
         });
-        const got = await attention(q.t, k.t, v.t, { heads, causal }).read();
+        const got = await attention(q.t, { k: k.t, v: v.t, heads, causal }).read();
         assertClose(got, ref.out, {
           ...TOL[dtype],
           label: `tiled ${dtype} L=${l} causal=${causal}`,
@@ -165,7 +165,9 @@ Deno.test({
       });
       const out = rt.empty([batch, lq, hd], dtype);
       for (const variant of VARIANTS) {
-        const ret = attention(q.t, kv.t, kv.t, {
+        const ret = attention(q.t, {
+          k: kv.t,
+          v: kv.t,
           heads,
           headDim: d,
           qOffset: 5,
@@ -201,7 +203,7 @@ Deno.test({
             causal,
           });
           const probs = rt.empty([batch, lq, lk], "f32");
-          const out = attention(q.t, k.t, v.t, { heads, causal, probs });
+          const out = attention(q.t, { k: k.t, v: v.t, heads, causal, probs });
           const label = `${dtype} B=${batch} h=${heads} Lq=${lq} Lk=${lk} causal=${causal}`;
           assertClose(await probs.read(), ref.probs, {
             atol: 1e-6,
@@ -221,35 +223,38 @@ Deno.test({
   fn: async () => {
     const rt = await testRuntime(["attention"]);
     const q = rt.empty([2, 7, 16]), k = rt.empty([2, 5, 16]), v = rt.empty([2, 5, 16]);
-    assert.throws(() => attention(rt.empty([7, 16]), k, v, { heads: 2 }), /token layout/);
-    assert.throws(() => attention(q, rt.empty([1, 5, 16]), v, { heads: 2 }), /batch sizes differ/);
-    assert.throws(() => attention(q, k, rt.empty([2, 6, 16]), { heads: 2 }), /same length/);
+    assert.throws(() => attention(rt.empty([7, 16]), { k: k, v: v, heads: 2 }), /token layout/);
     assert.throws(
-      () => attention(q, k, v, { heads: 3 }),
+      () => attention(q, { k: rt.empty([1, 5, 16]), v: v, heads: 2 }),
+      /batch sizes differ/,
+    );
+    assert.throws(() => attention(q, { k: k, v: rt.empty([2, 6, 16]), heads: 2 }), /same length/);
+    assert.throws(
+      () => attention(q, { k: k, v: v, heads: 3 }),
       /not a multiple of heads = 3; pass headDim/,
     );
-    assert.throws(() => attention(q, k, v, { heads: 0 }), /heads must be an integer ≥ 1/);
+    assert.throws(() => attention(q, { k: k, v: v, heads: 0 }), /heads must be an integer ≥ 1/);
     assert.throws(
-      () => attention(q, k, v, { heads: 2, kOffset: 4 }),
+      () => attention(q, { k: k, v: v, heads: 2, kOffset: 4 }),
       /kOffset 4 \+ heads 2 × headDim 8 = 20/,
     );
     assert.throws(
-      () => attention(q, rt.empty([2, 5, 16], "f16"), v, { heads: 2 }),
+      () => attention(q, { k: rt.empty([2, 5, 16], "f16"), v: v, heads: 2 }),
       /dtypes differ \(f32, f16, f32\)/,
     );
     assert.throws(
-      () => attention(q, k, v, { heads: 2, out: rt.empty([2, 7, 8]) }),
+      () => attention(q, { k: k, v: v, heads: 2, out: rt.empty([2, 7, 8]) }),
       /out is \[2,7,8\] f32, needs \[2,7,16\] f32/,
     );
-    assert.throws(() => attention(q, k, v, { heads: 2, out: q }), /must not share storage/);
+    assert.throws(() => attention(q, { k: k, v: v, heads: 2, out: q }), /must not share storage/);
     assert.throws(
-      () => attention(q, k, v, { heads: 2, probs: rt.empty([2, 7, 5], "f16") }),
+      () => attention(q, { k: k, v: v, heads: 2, probs: rt.empty([2, 7, 5], "f16") }),
       /probs is \[2,7,5\] f16, needs \[2, 7, 5\] f32/,
     );
     assert.throws(() => attentionQkv(q, { heads: 2 }), /needs \[B, L, 3·heads·d\]/);
     const wide = rt.empty([1, 1, 2048]);
     assert.throws(
-      () => attention(wide, wide, wide, { heads: 1, variant: "tiled" }),
+      () => attention(wide, { k: wide, v: wide, heads: 1, variant: "tiled" }),
       /does not fit head dim 2048 .*use variant "naive"/,
     );
     assert.ok(tiledWorkgroupBytes(512) <= 32768 && tiledWorkgroupBytes(160) <= 32768);
@@ -271,11 +276,14 @@ Deno.test({
     const q = rt.empty([1, 1, 512]), k = rt.empty([1, 3000, 512]);
     if (rt.gpu.isFallback) {
       assert.throws(
-        () => attention(q, k, k, { heads: 1, variant: "naive" }),
+        () => attention(q, { k: k, v: k, heads: 1, variant: "naive" }),
         /would run a shader loop 96000 times, .* stops loops after 65535 iterations; use variant "tiled"/,
       );
     } else {
-      assert.equal(attention(q, k, k, { heads: 1, variant: "naive" }).shape.join(), "1,1,512");
+      assert.equal(
+        attention(q, { k: k, v: k, heads: 1, variant: "naive" }).shape.join(),
+        "1,1,512",
+      );
     }
   },
 });

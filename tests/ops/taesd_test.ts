@@ -15,7 +15,7 @@ async function check(latentFile: string, imageFile: string): Promise<void> {
   const latent = await fixture(`taesd/${latentFile}`);
   const want = await fixture(`taesd/${imageFile}`);
   for (const dtype of testDTypes(rt)) {
-    const taesd = await loadTaesdDecoder(new URL(DECODER, SHARED), rt, { dtype });
+    const taesd = await loadTaesdDecoder(new URL(DECODER, SHARED), { runtime: rt, dtype });
     assert.equal(taesd.latentChannels, 4);
     const x = rt.upload(latent.data, latent.shape);
     const y = taesd.decode(x); // f32 latent, cast to f16 inside for the f16 decoder
@@ -53,10 +53,10 @@ Deno.test({
     if (!sharedAvailable(DECODER) || !sharedAvailable(ENCODER)) return;
     const rt = await testRuntime(["conv2d"]);
     await assert.rejects(
-      () => loadTaesdDecoder(new URL(ENCODER, SHARED), rt, { dtype: "f32" }),
+      () => loadTaesdDecoder(new URL(ENCODER, SHARED), { runtime: rt, dtype: "f32" }),
       /is not a TAESD decoder \(missing 1\.weight, 7\.weight, .* and 11 more; unexpected 0\.bias/,
     );
-    const taesd = await loadTaesdDecoder(new URL(DECODER, SHARED), rt, { dtype: "f32" });
+    const taesd = await loadTaesdDecoder(new URL(DECODER, SHARED), { runtime: rt, dtype: "f32" });
     assert.throws(
       () => taesd.decode(rt.empty([1, 3, 8, 8])),
       /TAESD decodes latents \[B, 4, h, w\], got \[1,3,8,8\]/,

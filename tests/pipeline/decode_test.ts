@@ -46,7 +46,7 @@ Deno.test({
         assert.equal(image.data[i * 4 + 3], 255);
       }
 
-      const taesd = await loadTaesdDecoder(path, runtime, { dtype: "f32" });
+      const taesd = await loadTaesdDecoder(path, { runtime, dtype: "f32" });
       const again = await decodeLatents(pipe, x, { taesd });
       assertClose(again.float, image.float, { atol: 0, rtol: 0, label: "loaded decoder" });
       const small = runtime.upload(latent.data.subarray(0, 4 * 2 * 2), [1, 4, 2, 2]);

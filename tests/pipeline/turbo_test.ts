@@ -39,7 +39,7 @@ Deno.test({
       const sigma = 14.614640235900879; // σ at t = 999 of the SD schedule (float32)
       const x = rt.upload(start, [1, 4, 16, 16]);
       const input = lincomb([x], [1 / Math.sqrt(sigma * sigma + 1)]);
-      const eps = base.unet.forward(input, 999, embeds.cond);
+      const eps = base.unet.forward(input, { timestep: 999, encoderHiddenStates: embeds.cond });
       const ref = await lincomb([x, eps], [1, -sigma]).read();
       const st = errorStats(steps[0].latents, ref);
       assertClose(steps[0].latents, ref, { atol: 1e-4 * st.scale, rtol: 0, label: "turbo step" });

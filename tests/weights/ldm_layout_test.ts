@@ -68,14 +68,20 @@ function mapAndBuild(family: "sd15" | "sd21", configs: PipelineConfigs): string[
     byComponent.set(e.target.component, m);
   }
   const rt = fakeRuntime();
-  const unet = UNet2DConditionModel.load(rt, byComponent.get("unet")!, configs.unet, {
+  const unet = UNet2DConditionModel.load(rt, {
+    tensors: byComponent.get("unet")!,
+    config: configs.unet,
     dtype: "f32",
   });
-  const vae = AutoencoderKL.load(rt, byComponent.get("vae")!, configs.vae, {
+  const vae = AutoencoderKL.load(rt, {
+    tensors: byComponent.get("vae")!,
+    config: configs.vae,
     dtype: "f32",
     parts: ["encoder", "decoder"],
   });
-  const text = ClipTextModel.load(rt, byComponent.get("text_encoder")!, configs.text_encoder, {
+  const text = ClipTextModel.load(rt, {
+    tensors: byComponent.get("text_encoder")!,
+    config: configs.text_encoder,
     dtype: "f32",
   });
   assert.deepEqual(unet.unused, [], "U-Net keys no module took");
