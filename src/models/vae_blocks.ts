@@ -199,6 +199,33 @@ export class Upsample2D {
   }
 }
 
+/** `layers` VAE resnets, the first from `inChannels`, all to `outChannels`. */
+function resnetStack(
+  scope: ParamScope,
+  inChannels: number,
+  outChannels: number,
+  options: { layers: number; groups: number },
+): ResnetBlock2D[] {
+  return Array.from({ length: options.layers }, (_, i) =>
+    new ResnetBlock2D(scope.child(i), {
+      inChannels: i === 0 ? inChannels : outChannels,
+      outChannels,
+      groups: options.groups,
+      eps: VAE_EPS,
+    }));
+}
+
+/** Runs `layers` in order on `x`, disposing each intermediate and `x` itself. */
+function chain(x: Tensor, layers: { forward(x: Tensor): Tensor }[]): Tensor {
+  let h = x;
+  for (const layer of layers) {
+    const next = layer.forward(h);
+    h.dispose();
+    h = next;
+  }
+  return h;
+}
+
 /**
  * `DownEncoderBlock2D`: `layers` resnets, then a `Downsample2D` unless it is the last block.
  *
@@ -225,33 +252,15 @@ export class DownEncoderBlock2D {
     outChannels: number,
     options: { layers: number; groups: number; downsample: boolean },
   ) {
-    const r = scope.child("resnets");
-    this.resnets = [];
-    for (let i = 0; i < options.layers; i++) {
-      const cin = i === 0 ? inChannels : outChannels;
-      this.resnets.push(
-        new ResnetBlock2D(r.child(i), {
-          inChannels: cin,
-          outChannels,
-          groups: options.groups,
-          eps: VAE_EPS,
-        }),
-      );
-    }
+    this.resnets = resnetStack(scope.child("resnets"), inChannels, outChannels, options);
     this.downsamplers = options.downsample
       ? [new Downsample2D(scope.child("downsamplers").child(0), outChannels)]
       : [];
   }
 
-  /** The block on `x` `[B, Cin, H, W]`; `x` is consumed (disposed). */
+  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, H/2, W/2]`; `x` is consumed (disposed). */
   forward(x: Tensor): Tensor {
-    let h = x;
-    for (const layer of [...this.resnets, ...this.downsamplers]) {
-      const next = layer.forward(h); // [B, Cout, H, W], then [B, Cout, H/2, W/2]
-      h.dispose();
-      h = next;
-    }
-    return h;
+    return chain(x, [...this.resnets, ...this.downsamplers]);
   }
 }
 
@@ -282,33 +291,15 @@ export class UpDecoderBlock2D {
     outChannels: number,
     options: { layers: number; groups: number; upsample: boolean },
   ) {
-    const r = scope.child("resnets");
-    this.resnets = [];
-    for (let i = 0; i < options.layers; i++) {
-      const cin = i === 0 ? inChannels : outChannels;
-      this.resnets.push(
-        new ResnetBlock2D(r.child(i), {
-          inChannels: cin,
-          outChannels,
-          groups: options.groups,
-          eps: VAE_EPS,
-        }),
-      );
-    }
+    this.resnets = resnetStack(scope.child("resnets"), inChannels, outChannels, options);
     this.upsamplers = options.upsample
       ? [new Upsample2D(scope.child("upsamplers").child(0), outChannels)]
       : [];
   }
 
-  /** The block on `x` `[B, Cin, H, W]`; `x` is consumed (disposed). */
+  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, 2H, 2W]`; `x` is consumed (disposed). */
   forward(x: Tensor): Tensor {
-    let h = x;
-    for (const layer of [...this.resnets, ...this.upsamplers]) {
-      const next = layer.forward(h); // [B, Cout, H, W], then [B, Cout, 2H, 2W]
-      h.dispose();
-      h = next;
-    }
-    return h;
+    return chain(x, [...this.resnets, ...this.upsamplers]);
   }
 }
 
