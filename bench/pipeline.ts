@@ -6,6 +6,7 @@
  *
  * usage: deno run -A bench/pipeline.ts [--model PATH] [--steps N] [--res PX] [--runs N]
  *   [--cfg X] [--seed N] [--dtype auto|f16|f32] [--prompt TEXT] [--out FILE.png] [--json FILE]
+ *   [--tokenizer PATH (for single-file checkpoints)]
  *
  * @module
  */
@@ -43,6 +44,8 @@ export interface PipelineBenchOptions {
   prompt?: string;
   /** Where the PNG goes (default: a temporary file, removed afterwards). */
   out?: string;
+  /** A tokenizer folder or CLIP merges file, for single-file checkpoints. */
+  tokenizer?: string;
 }
 
 /** Stage times of one run, in milliseconds. */
@@ -121,7 +124,10 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
   }
   const cfg = options.cfg ?? 7.5;
   const t0 = performance.now();
-  const pipe = await loadPipeline(model, { dtype: options.dtype ?? "auto" });
+  const pipe = await loadPipeline(model, {
+    dtype: options.dtype ?? "auto",
+    tokenizer: options.tokenizer,
+  });
   const rt = pipe.rt;
   try {
     await rt.sync();
@@ -270,6 +276,7 @@ if (import.meta.main) {
       prompt: { type: "string" },
       out: { type: "string" },
       json: { type: "string" },
+      tokenizer: { type: "string" },
     },
   });
   const num = (v: string | undefined) => v === undefined ? undefined : Number(v);
@@ -287,6 +294,7 @@ if (import.meta.main) {
     dtype: values.dtype as PipelineBenchOptions["dtype"],
     prompt: values.prompt,
     out: values.out,
+    tokenizer: values.tokenizer,
   });
   report.command = ["deno run -A bench/pipeline.ts", ...Deno.args].join(" ");
   console.log(formatPipelineReport(report));
