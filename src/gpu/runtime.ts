@@ -89,6 +89,7 @@ export class Runtime {
   #uniformAlign: number;
   #queries: QueryBatch[] = [];
   #submittedQueries: QueryBatch[] = [];
+  #submitErrors: Promise<string[]>[] = [];
   #dispatches = 0;
 
   private constructor(readonly gpu: Gpu) {
@@ -223,15 +224,19 @@ export class Runtime {
       this.#uniformChunk = this.#uniformCursor = 0;
       throw new Error(errors.join("\n"));
     }
-    if (!this.#encoder) {
-      const pending = this.#submittedQueries.splice(0);
-      if (pending.length > 0) await this.#readQueries(pending);
-      return;
-    }
+    const queries = this.#submittedQueries.splice(0);
     const profiled = this.profiler && !this.gpu.hasTimestamps ? this.profiler : null;
     const t0 = performance.now();
-    const queries = [...this.#submittedQueries.splice(0), ...this.#submitRecorded()];
-    if (profiled) {
+    const submitted = this.#encoder !== null;
+    if (submitted) queries.push(...this.#submitRecorded());
+    const gpuErrors = (await Promise.all(this.#submitErrors.splice(0))).flat();
+    if (gpuErrors.length > 0) {
+      for (const q of queries) q.set.destroy();
+      throw new Error(
+        `denoise: the GPU refused the work submitted as "${label}": ${gpuErrors.join("; ")}`,
+      );
+    }
+    if (profiled && submitted) {
       profiled.mode = "wall";
       await this.#wait(this.device.queue.onSubmittedWorkDone());
       profiled.add({ label, kernel: "submit", ms: performance.now() - t0 });
@@ -346,7 +351,16 @@ export class Runtime {
       if (used > 0) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, used);
     }
     this.#uniformChunk = this.#uniformCursor = 0;
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
     this.device.queue.submit([encoder.finish()]);
+    const validation = this.device.popErrorScope();
+    const memory = this.device.popErrorScope();
+    this.#submitErrors.push(
+      Promise.all([validation, memory]).then(([v, m]) =>
+        [v, m].filter((e): e is GPUError => e !== null).map((e) => e.message)
+      ),
+    );
     return resolved;
   }
 

@@ -232,3 +232,30 @@ Deno.test({
     assert.equal(after.inUseBytes, before.inUseBytes);
   },
 });
+
+Deno.test({
+  name: "a dispatch the GPU refuses makes flush() throw with the reason",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    const x = rt.upload(new Float32Array(4), [4]);
+    const y = rt.empty([4]);
+    const limit = rt.gpu.limits.maxComputeWorkgroupsPerDimension;
+    rt.dispatch({
+      key: {
+        kernel: "elementwise",
+        params: { mode: "unary", op: "relu", dtype: "f32", out_dtype: "f32", terms: 1, wg: 256 },
+      },
+      bindings: [x, y],
+      uniforms: new Uint32Array(8),
+      grid: [limit + 1],
+      label: "too many workgroups",
+    });
+    await assert.rejects(
+      () => rt.flush("bad step"),
+      /GPU refused the work submitted as "bad step"/,
+    );
+    const ok = unary(rt.upload(new Float32Array([-1, 2]), [2]), "relu");
+    assert.deepEqual(await ok.read(), new Float32Array([0, 2]), "the runtime works afterwards");
+  },
+});
