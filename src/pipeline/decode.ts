@@ -8,6 +8,7 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { lincomb } from "../ops/elementwise.ts";
 import { loadTaesdDecoder, type TaesdDecoder } from "../models/taesd.ts";
 import type { RgbaImage } from "../io/png.ts";
+import { roundHalfEven } from "../schedulers/numeric.ts";
 import type { Pipeline } from "./load.ts";
 
 /** Options for {@link decodeLatents}. */
@@ -76,12 +77,6 @@ export async function decodeLatents(
   const host = await img.read();
   img.dispose();
   return toImage(host, 8 * h, 8 * w, (v) => Math.fround(Math.fround(v / 2) + 0.5));
-}
-
-/** Rounds half to even, as NumPy's `round`. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** NCHW `[1, 3, H, W]` floats → RGBA bytes, through `map` then clamp to [0, 1]. */

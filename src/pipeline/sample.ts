@@ -8,6 +8,7 @@
 import type { Runtime } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { lincomb } from "../ops/elementwise.ts";
+import { batchConcat, batchSlice } from "../ops/layout.ts";
 import { type Rng, torchRandn } from "../rng/torch_randn.ts";
 import { createScheduler, type Scheduler, type StepPlan } from "../schedulers/mod.ts";
 import type { UNetForwardOptions } from "../models/unet.ts";
@@ -123,7 +124,11 @@ export async function* sampleLatents(
   }
 
   // 2. the text context: [2, L, D] (uncond, cond) with guidance, else [1, L, D]
-  const context = keep(cfg ? stackBatch(rt, embeds.uncond, embeds.cond) : copyOf(rt, embeds.cond));
+  const context = keep(
+    cfg
+      ? batchConcat([embeds.uncond, embeds.cond])
+      : batchSlice(embeds.cond, { start: 0, count: 1 }),
+  );
   const state = new Map<string, Tensor>();
   try {
     for (let i = 0; i < scheduler.timesteps.length; i++) {
@@ -133,7 +138,7 @@ export async function* sampleLatents(
       const scaled = lincomb([latents], [scheduler.scaleModelInput(i)], {
         out: rt.empty(shape, pipe.dtype),
       });
-      const input = cfg ? stackBatch(rt, scaled, scaled) : scaled; // [B, 4, h, w]
+      const input = cfg ? batchConcat([scaled, scaled]) : scaled; // [B, 4, h, w]
       if (cfg) scaled.dispose();
       // 4. U-Net and guidance: u + g·(c − u), in f32
       const out = pipe.unet.forward(input, {
@@ -144,7 +149,8 @@ export async function* sampleLatents(
       input.dispose();
       let guided: Tensor;
       if (cfg) {
-        const [u, c] = splitBatch(rt, out);
+        const u = batchSlice(out, { start: 0, count: 1 }); // [1, 4, h, w]
+        const c = batchSlice(out, { start: 1, count: 1 }); // [1, 4, h, w]
         guided = lincomb([u, c], [1 - guidance, guidance], { out: rt.empty(shape, "f32") });
         u.dispose();
         c.dispose();
@@ -199,33 +205,6 @@ function checkSize(pipe: Pipeline, options: SampleOptions): { height: number; wi
     );
   }
   return { height, width };
-}
-
-function copyOf(rt: Runtime, x: Tensor): Tensor {
-  const out = rt.empty(x.shape, x.dtype);
-  rt.copy(x, out, { bytes: x.byteSize });
-  return out;
-}
-
-/** [1, …] + [1, …] → [2, …] by two copies. */
-function stackBatch(rt: Runtime, a: Tensor, b: Tensor): Tensor {
-  if (a.size !== b.size || a.dtype !== b.dtype || a.shape[0] !== 1) {
-    throw new Error(`denoise: cannot stack [${a.shape}] ${a.dtype} with [${b.shape}] ${b.dtype}`);
-  }
-  const out = rt.empty([2, ...a.shape.slice(1)], a.dtype);
-  rt.copy(a, out, { bytes: a.byteSize });
-  rt.copy(b, out, { dstOffset: a.byteSize, bytes: b.byteSize });
-  return out;
-}
-
-/** [2, …] → two [1, …] copies. */
-function splitBatch(rt: Runtime, x: Tensor): [Tensor, Tensor] {
-  const shape = [1, ...x.shape.slice(1)];
-  const half = x.byteSize / 2;
-  const a = rt.empty(shape, x.dtype), b = rt.empty(shape, x.dtype);
-  rt.copy(x, a, { bytes: half });
-  rt.copy(x, b, { srcOffset: half, bytes: half });
-  return [a, b];
 }
 
 /**
