@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { formatA1111Parameters, writePngFile } from "./src/io/png.ts";
 import { Profiler } from "./src/gpu/profiler.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
@@ -12,57 +11,15 @@ import { encodePrompt } from "./src/pipeline/encode.ts";
 import { loadPipeline } from "./src/pipeline/load.ts";
 import { sampleLatents, schedulerFor, sizeFactor } from "./src/pipeline/sample.ts";
 import { loadTaesdDecoder } from "./src/models/taesd.ts";
-import { resolveSchedulerName, SCHEDULER_NAMES } from "./src/schedulers/mod.ts";
+import { resolveSchedulerName } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
+import { helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
+import { FLAGS, MAX_SEED } from "./src/cli/options.ts";
 
-const HELP = `denoise: Stable Diffusion on WebGPU
+const USAGE = `denoise: Stable Diffusion on WebGPU
 
 usage: deno run -A gen.ts "a prompt" [flags]
-
-  --model PATH        diffusers folder or single-file .safetensors (or env DENOISE_MODEL)
-  --negative TEXT     negative prompt ("")
-  --steps N           denoising steps (20)
-  --cfg X             classifier-free guidance scale (7.5; ≤ 1 turns guidance off)
-  --seed N            seed of the torch-compatible noise (random when absent; always printed)
-  --sampler NAME      ${SCHEDULER_NAMES.ours.join(", ")}, or A1111 names such as "Euler a",
-                      "DPM++ 2M Karras" (default: the model's own scheduler)
-  --width N           image width, a multiple of 8·2^(levels−1) (64 for SD; default: the model's)
-  --height N          image height
-  --count N           how many images, seeds seed, seed+1, … (1)
-  --out PATH          a .png file or a folder (out/); numbered names, never overwritten
-  --overwrite         allow replacing an existing file
-  --dtype T           auto, f16 or f32 (auto)
-  --clip-skip N       A1111 clip skip: 1 = last layer (1)
-  --taesd PATH        decode with TAESD (taesd_decoder.safetensors) instead of the VAE
-  --tokenizer PATH    tokenizer folder or bpe_simple_vocab_16e6.txt.gz (single files)
-  --config-from DIR   a diffusers folder whose configs serve a non-standard single file
-  --profile           print a per-step, per-kernel time table
-  --help              this text
-`;
-
-/** Parses a flag as a number within bounds, or exits with a message naming the flag. */
-function num(
-  name: string,
-  value: string | undefined,
-  def: number,
-  opts: { int?: boolean; min?: number } = {},
-) {
-  if (value === undefined) return def;
-  const v = Number(value);
-  if (
-    !Number.isFinite(v) || (opts.int && !Number.isInteger(v)) ||
-    (opts.min !== undefined && v < opts.min)
-  ) {
-    throw new UsageError(
-      `--${name} ${JSON.stringify(value)} is not ${opts.int ? "a whole number" : "a number"}${
-        opts.min !== undefined ? ` ≥ ${opts.min}` : ""
-      }`,
-    );
-  }
-  return v;
-}
-
-class UsageError extends Error {}
+       deno run -A gen.ts -p "a prompt" -m MODEL -W 512 -H 512 -s 42 -o out.png   (sd.cpp style)`;
 
 const A1111_NAMES: Record<string, string> = {
   ddim: "DDIM",
@@ -83,7 +40,7 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /** The output paths: a file (numbered when count > 1) or numbered names in a folder. */
-async function outputPaths(out: string, count: number, seeds: number[]): Promise<string[]> {
+async function outputPaths(out: string, count: number, seeds: bigint[]): Promise<string[]> {
   if (out.toLowerCase().endsWith(".png")) {
     if (count === 1) return [out];
     const stem = out.slice(0, -4);
@@ -119,38 +76,8 @@ function progress(i: number, total: number, start: number, label: string) {
 }
 
 /**
- * The command-line flags, as `node:util` `parseArgs` options; `--help` describes each of them.
- *
- * @example
- * ```ts
- * import { OPTIONS } from "./gen.ts";
- * console.log(Object.keys(OPTIONS).map((f) => `--${f}`).join(" "));
- * ```
- */
-export const OPTIONS = {
-  model: { type: "string" },
-  negative: { type: "string", default: "" },
-  steps: { type: "string" },
-  cfg: { type: "string" },
-  seed: { type: "string" },
-  sampler: { type: "string" },
-  width: { type: "string" },
-  height: { type: "string" },
-  count: { type: "string" },
-  out: { type: "string", default: "out/" },
-  overwrite: { type: "boolean", default: false },
-  dtype: { type: "string", default: "auto" },
-  "clip-skip": { type: "string" },
-  taesd: { type: "string" },
-  tokenizer: { type: "string" },
-  "config-from": { type: "string" },
-  profile: { type: "boolean", default: false },
-  help: { type: "boolean", default: false },
-} as const;
-
-/**
- * Runs the command line on `args` (as `Deno.args`); bad flags throw an error whose message names
- * the flag and the fix.
+ * Runs the command line on `args` (as `Deno.args`); bad flags throw a {@link UsageError} whose
+ * message names the flag as typed and the fix.
  *
  * @example
  * ```ts
@@ -159,50 +86,38 @@ export const OPTIONS = {
  * ```
  */
 async function main(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: OPTIONS });
+  const { values, positionals, spelled } = parseFlags(FLAGS, args);
   if (values.help) {
-    console.log(HELP);
+    console.log(helpText(FLAGS, { usage: USAGE }));
     return;
   }
-  const prompt = positionals.join(" ");
+  if (values.prompt !== undefined && positionals.length > 0) {
+    throw new UsageError(
+      `the prompt is given twice (${spelled.prompt} and the words ${
+        JSON.stringify(positionals.join(" "))
+      }): give one`,
+    );
+  }
+  const prompt = values.prompt ?? positionals.join(" ");
   if (!prompt) throw new UsageError(`no prompt given: deno run -A gen.ts "a prompt" --model PATH`);
-  const model = values.model ?? Deno.env.get("DENOISE_MODEL");
+  const model = values.model;
   if (!model) {
     throw new UsageError(
       "no model given: pass --model PATH (a diffusers folder or .safetensors) or set DENOISE_MODEL",
     );
   }
-  if (!(await exists(model))) throw new UsageError(`--model ${model}: no such file or folder`);
-  const steps = num("steps", values.steps, 20, { int: true, min: 1 });
-  const cfg = num("cfg", values.cfg, 7.5, { min: 0 });
-  const count = num("count", values.count, 1, { int: true, min: 1 });
-  const clipSkip = num("clip-skip", values["clip-skip"], 1, { int: true, min: 1 });
-  const seed0 = num("seed", values.seed, Math.floor(Math.random() * 2 ** 32), {
-    int: true,
-    min: 0,
-  });
-  if (!["auto", "f16", "f32"].includes(values.dtype)) {
-    throw new UsageError(`--dtype ${values.dtype}: use auto, f16 or f32`);
+  if (!(await exists(model))) {
+    throw new UsageError(`${spelled.model} ${model}: no such file or folder`);
   }
-  if (values.sampler) {
-    try {
-      resolveSchedulerName(values.sampler);
-    } catch (e) {
-      throw new UsageError(`--sampler: ${(e as Error).message}`);
-    }
+  const { steps, cfg, count, clipSkip, width, height } = values;
+  const seed0 = values.seed ?? BigInt(crypto.getRandomValues(new Uint32Array(1))[0]);
+  if (seed0 + BigInt(count - 1) > MAX_SEED) {
+    throw new UsageError(
+      `seeds ${seed0} … ${seed0 + BigInt(count - 1)} run past ${MAX_SEED}, torch's last seed: ` +
+        `lower the seed or the count`,
+    );
   }
-  const size = (flag: "width" | "height") => {
-    const v = values[flag];
-    if (v === undefined) return undefined;
-    const n = num(flag, v, 0, { int: true, min: 8 });
-    if (n % 8 !== 0) {
-      throw new UsageError(`--${flag} ${n} is not a multiple of 8 (the VAE's factor)`);
-    }
-    return n;
-  };
-  const width = size("width");
-  const height = size("height");
-  const seeds = Array.from({ length: count }, (_, i) => seed0 + i);
+  const seeds = Array.from({ length: count }, (_, i) => seed0 + BigInt(i));
   const paths = await outputPaths(values.out, count, seeds);
   for (const p of paths) {
     if (!values.overwrite && await exists(p)) {
@@ -212,9 +127,9 @@ async function main(args: string[]): Promise<void> {
 
   const t0 = performance.now();
   const pipe = await loadPipeline(model, {
-    dtype: values.dtype as "auto" | "f16" | "f32",
+    dtype: values.dtype,
     tokenizer: values.tokenizer,
-    configFrom: values["config-from"],
+    configFrom: values.configFrom,
   });
   console.error(
     `loaded ${pipe.name} (${pipe.dtype}) on ${pipe.rt.gpu.adapterName} in ${
@@ -228,7 +143,9 @@ async function main(args: string[]): Promise<void> {
     for (const [flag, v] of [["width", width], ["height", height]] as const) {
       if (v !== undefined && v % factor !== 0) {
         throw new UsageError(
-          `--${flag} ${v} is not a multiple of ${factor} (this model's U-Net needs it); try ${
+          `${
+            spelled[flag]
+          } ${v} is not a multiple of ${factor} (this model's U-Net needs it); try ${
             Math.max(factor, Math.round(v / factor) * factor)
           }`,
         );

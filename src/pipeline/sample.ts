@@ -35,7 +35,7 @@ export interface SampleOptions {
   /** Image height in pixels. */
   height?: number;
   /** The seed of the default rng, `torchRandn(seed)` (default: random). */
-  seed?: number;
+  seed?: number | bigint;
   /** The Gaussian source: every draw (initial latents first, then each sampler draw) goes through it. */
   rng?: Rng;
   /** Start from these latents `[1, 4, h, w]` instead of drawing them (not scaled by init sigma). */

@@ -1,42 +1,9 @@
 import assert from "node:assert/strict";
-import { OPTIONS } from "../../gen.ts";
-import { decodePng } from "../../src/io/png.ts";
-import { modelDir, SHARED, sharedAvailable } from "../util.ts";
+import { SHARED, sharedAvailable } from "../util.ts";
+import { gen, MODEL, ok, parameters, usage } from "./gen_util.ts";
 
-const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
-const MODEL = modelDir("tiny-sd15");
 const TAESD = "data/taesd/taesd_decoder.safetensors";
 const PROGRESS = /^\[(\d+)\/(\d+)\] step (\d+)\/(\d+) {2}\d+\.\d\d it\/s {2}ETA \d+\.\d s$/;
-
-/** Runs `deno run -A gen.ts …args` in the repository root with stdout and stderr piped (no TTY). */
-async function gen(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "gen.ts", ...args],
-    cwd: ROOT,
-    env: { DENOISE_MODEL: "", NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
-
-/** Asserts a run succeeded, with its output in the message when it did not. */
-function ok(r: { code: number; stdout: string; stderr: string }): void {
-  assert.equal(r.code, 0, `gen.ts failed:\n${r.stdout}\n${r.stderr}`);
-}
-
-/** A usage error: exit code 2 and the message on stderr. */
-function usage(r: { code: number; stderr: string }, message: RegExp): void {
-  assert.equal(r.code, 2, `exit code 2 expected:\n${r.stderr}`);
-  assert.match(r.stderr, message);
-}
-
-async function parameters(
-  path: string,
-): Promise<{ text: string; width: number; data: Uint8Array }> {
-  const png = decodePng(await Deno.readFile(path));
-  return { text: png.text.parameters, width: png.width, data: png.data };
-}
 
 Deno.test({
   name: "gen: a run writes a numbered PNG with A1111 parameters, never overwriting, with progress",
@@ -44,7 +11,7 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     try {
-      const first = await gen(
+      const first = await gen([
         "a red fox",
         "--model",
         MODEL!,
@@ -54,7 +21,7 @@ Deno.test({
         "7",
         "--out",
         dir,
-      );
+      ]);
       ok(first);
       const path = `${dir}/00000-7.png`;
       assert.equal(first.stdout.trim(), path);
@@ -75,15 +42,15 @@ Deno.test({
 
       const bytes = await Deno.readFile(path);
       const common = ["--model", MODEL!, "--steps", "1", "--width", "64", "--height", "64"];
-      const second = await gen("a red fox", ...common, "--seed", "7", "--out", dir);
+      const second = await gen(["a red fox", ...common, "--seed", "7", "--out", dir]);
       ok(second);
       assert.equal(second.stdout.trim(), `${dir}/00001-7.png`);
       assert.deepEqual(await Deno.readFile(path), bytes, "the first image is untouched");
 
-      const refused = await gen("a red fox", ...common, "--out", path);
+      const refused = await gen(["a red fox", ...common, "--out", path]);
       usage(refused, new RegExp(`${path} exists: pass --overwrite to replace it`));
       assert.deepEqual(await Deno.readFile(path), bytes, "the refused run wrote nothing");
-      const replaced = await gen(
+      const replaced = await gen([
         "a red fox",
         ...common,
         "--seed",
@@ -91,7 +58,7 @@ Deno.test({
         "--out",
         path,
         "--overwrite",
-      );
+      ]);
       ok(replaced);
       assert.match((await parameters(path)).text, /Seed: 3, Size: 64x64/);
     } finally {
@@ -107,7 +74,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     try {
       const common = ["--model", MODEL!, "--steps", "1", "--width", "64", "--height", "64"];
-      const r = await gen("a cat", ...common, "--seed", "11", "--count", "2", "--out", dir);
+      const r = await gen(["a cat", ...common, "--seed", "11", "--count", "2", "--out", dir]);
       ok(r);
       assert.deepEqual(r.stdout.trim().split("\n"), [`${dir}/00000-11.png`, `${dir}/00001-12.png`]);
       const a = await parameters(`${dir}/00000-11.png`);
@@ -119,7 +86,7 @@ Deno.test({
 
       if (!sharedAvailable(TAESD)) return;
       const taesd = decodeURIComponent(new URL(TAESD, SHARED).pathname);
-      const t = await gen("a cat", ...common, "--seed", "11", "--taesd", taesd, "--out", dir);
+      const t = await gen(["a cat", ...common, "--seed", "11", "--taesd", taesd, "--out", dir]);
       ok(t);
       const c = await parameters(`${dir}/00002-11.png`);
       assert.equal(c.width, 64);
@@ -132,31 +99,73 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gen: --help lists every flag; bad flags exit with code 2 and say what is wrong",
+  name: "gen: bad flags exit with code 2 and say what is wrong",
   ignore: MODEL === undefined,
   fn: async () => {
-    const help = await gen("--help");
-    ok(help);
-    for (const flag of Object.keys(OPTIONS)) {
-      assert.match(help.stdout, new RegExp(`^ +--${flag}\\b`, "m"), `--help lists --${flag}`);
-    }
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     const m = ["a fox", "--model", MODEL!, "--out", dir];
-    const [noModel, notEight, notSixtyFour, sampler, steps, cfg, width] = await Promise.all([
-      gen("a fox", "--out", dir),
-      gen(...m, "--width", "100"),
-      gen(...m, "--height", "72", "--steps", "1"),
-      gen(...m, "--sampler", "heun"),
-      gen(...m, "--steps", "abc"),
-      gen(...m, "--cfg", "x"),
-      gen(...m, "--width", "abc"),
-    ]).finally(() => Deno.remove(dir, { recursive: true }));
+    const [noModel, notEight, notSixtyFour, sampler, steps, cfg, width, pastSeeds] = await Promise
+      .all([
+        gen(["a fox", "--out", dir]),
+        gen([...m, "--width", "100"]),
+        gen([...m, "--height", "72", "--steps", "1"]),
+        gen([...m, "--sampler", "nonsense"]),
+        gen([...m, "--steps", "abc"]),
+        gen([...m, "--cfg", "x"]),
+        gen([...m, "--width", "abc"]),
+        gen([...m, "-s", "18446744073709551615", "-b", "2"]),
+      ]).finally(() => Deno.remove(dir, { recursive: true }));
     usage(noModel, /no model given: pass --model PATH .* or set DENOISE_MODEL/);
-    usage(notEight, /--width 100 is not a multiple of 8/);
+    usage(notEight, /--width 100: 100 is not a multiple of 8 .*; try 96 or 104/);
     usage(notSixtyFour, /--height 72 is not a multiple of 64 .*; try 64/);
-    usage(sampler, /--sampler: unknown scheduler "heun"; valid names .*euler_a.*Euler a/);
-    usage(steps, /--steps "abc" is not a whole number/);
-    usage(cfg, /--cfg "x" is not a number/);
-    usage(width, /--width "abc" is not a whole number/);
+    usage(
+      sampler,
+      /--sampler nonsense: unknown scheduler "nonsense"; valid names .*euler_a.*Euler a/,
+    );
+    usage(steps, /--steps abc: "abc" is not a whole number from 1 to 1000/);
+    usage(cfg, /--cfg x: "x" is not a number from 0 to 100/);
+    usage(width, /--width abc: "abc" is not a size/);
+    usage(
+      pastSeeds,
+      /seeds 18446744073709551615 … 18446744073709551616 run past 18446744073709551615/,
+    );
+  },
+});
+
+Deno.test({
+  name: "gen: sd.cpp spellings; seeds up to 2^64−1 reach the file name, metadata and noise exactly",
+  ignore: MODEL === undefined,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
+    try {
+      const common = ["-m", MODEL!, "-W", "64", "-H", "64", "--steps", "1", "--cfg-scale", "3"];
+      const [big, small, random] = await Promise.all([
+        gen(["-p", "a cat", ...common, "-s", "18446744073709551614", "-b", "2", "-o", `${dir}/a`]),
+        gen(["-p", "a cat", ...common, "-s", "4294967294", "--output", `${dir}/b.png`]),
+        gen(["-p", "a cat", ...common, "-s", "-1", "-o", `${dir}/c`]),
+      ]);
+      for (const r of [big, small, random]) ok(r);
+      assert.deepEqual(big.stdout.trim().split("\n"), [
+        `${dir}/a/00000-18446744073709551614.png`,
+        `${dir}/a/00001-18446744073709551615.png`,
+      ]);
+      const a = await parameters(`${dir}/a/00000-18446744073709551614.png`);
+      assert.match(a.text, /Steps: 1, .*CFG scale: 3, Seed: 18446744073709551614, Size: 64x64/);
+      const last = await parameters(`${dir}/a/00001-18446744073709551615.png`);
+      assert.match(last.text, /Seed: 18446744073709551615,/);
+      // torch's CPU generator uses the seed's low 32 bits: 2^64−2 draws what 2^32−2 draws
+      const b = await parameters(`${dir}/b.png`);
+      assert.match(b.text, /Seed: 4294967294,/);
+      assert.deepEqual(a.data, b.data, "seed 2^64−2 gives seed 2^32−2's image, as torch");
+      const seed = /^seed (\d+)$/m.exec(random.stderr)?.[1];
+      assert.ok(seed, `-s -1 prints the random seed:\n${random.stderr}`);
+      assert.equal(random.stdout.trim(), `${dir}/c/00000-${seed}.png`);
+      assert.match(
+        (await parameters(`${dir}/c/00000-${seed}.png`)).text,
+        new RegExp(`Seed: ${seed},`),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
