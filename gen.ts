@@ -8,10 +8,10 @@ import { formatA1111Parameters, writePngFile } from "./src/io/png.ts";
 import { Profiler } from "./src/gpu/profiler.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
-import { loadPipeline } from "./src/pipeline/load.ts";
+import { latentFactor, loadPipeline } from "./src/pipeline/load.ts";
 import { sampleLatents, schedulerFor, sizeFactor } from "./src/pipeline/sample.ts";
 import { loadTaesdDecoder } from "./src/models/taesd.ts";
-import { resolveSchedulerName } from "./src/schedulers/mod.ts";
+import { a1111Name } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
 import { helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
 import { FLAGS, MAX_SEED } from "./src/cli/options.ts";
@@ -20,15 +20,6 @@ const USAGE = `denoise: Stable Diffusion on WebGPU
 
 usage: deno run -A gen.ts "a prompt" [flags]
        deno run -A gen.ts -p "a prompt" -m MODEL -W 512 -H 512 -s 42 -o out.png   (sd.cpp style)`;
-
-const A1111_NAMES: Record<string, string> = {
-  ddim: "DDIM",
-  pndm: "PLMS",
-  euler: "Euler",
-  euler_a: "Euler a",
-  dpmpp_2m: "DPM++ 2M",
-  lcm: "LCM",
-};
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -139,8 +130,14 @@ async function main(args: string[]): Promise<void> {
   const profiler = values.profile ? new Profiler() : null;
   pipe.rt.profiler = profiler;
   try {
+    const latent = latentFactor(pipe);
     const factor = sizeFactor(pipe);
     for (const [flag, v] of [["width", width], ["height", height]] as const) {
+      if (v !== undefined && v % latent !== 0) {
+        throw new UsageError(
+          `${spelled[flag]} ${v} is not a multiple of ${latent} (the VAE's latent factor)`,
+        );
+      }
       if (v !== undefined && v % factor !== 0) {
         throw new UsageError(
           `${
@@ -157,8 +154,7 @@ async function main(args: string[]): Promise<void> {
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
     const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };
     const sched = schedulerFor(pipe, sampleOpts);
-    const karras = values.sampler ? resolveSchedulerName(values.sampler).karras : false;
-    const samplerName = `${A1111_NAMES[sched.kind]}${karras ? " Karras" : ""}`;
+    const samplerName = a1111Name(sched);
     for (let k = 0; k < count; k++) {
       console.error(`seed ${seeds[k]}`);
       const start = performance.now();

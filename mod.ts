@@ -62,7 +62,12 @@ export {
   loadTokenizer,
   type LoadTokenizerOptions,
 } from "./src/tokenizer/mod.ts";
-export { loadPipeline, type LoadPipelineOptions, type Pipeline } from "./src/pipeline/load.ts";
+export {
+  latentFactor,
+  loadPipeline,
+  type LoadPipelineOptions,
+  type Pipeline,
+} from "./src/pipeline/load.ts";
 export {
   encodePrompt,
   type EncodePromptOptions,
@@ -80,13 +85,16 @@ export { type DecodedImage, decodeLatents, type DecodeOptions } from "./src/pipe
 export * from "./src/pipeline/prompt_parse.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {
+  a1111Name,
   createScheduler,
   type CreateSchedulerOptions,
   resolveSchedulerName,
+  type SamplerInfo,
+  samplerInfo,
+  SAMPLERS,
   type Scheduler,
   SCHEDULER_NAMES,
   type SchedulerConfig,
-  type SchedulerKind,
   type StepPlan,
 } from "./src/schedulers/mod.ts";
 export { runPlanCpu, sampleCpu } from "./src/schedulers/cpu.ts";

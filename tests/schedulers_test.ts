@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { createScheduler, resolveSchedulerName, SCHEDULER_NAMES } from "../src/schedulers/mod.ts";
+import {
+  a1111Name,
+  createScheduler,
+  resolveSchedulerName,
+  SAMPLERS,
+  SCHEDULER_NAMES,
+} from "../src/schedulers/mod.ts";
 import { runPlanCpu, sampleCpu } from "../src/schedulers/cpu.ts";
 import type { Scheduler, SchedulerConfig } from "../src/schedulers/common.ts";
 import { karrasSigmas, sigmaToT, torchLinspaceF32 } from "../src/schedulers/common.ts";
@@ -184,22 +190,61 @@ Deno.test("schedulers: factory resolves our, A1111 and diffusers names in any ca
     assert.equal(s.config.use_karras_sigmas ?? false, karras, name);
   }
   assert.throws(
-    () => createScheduler("heun", SD15, { steps: 4 }),
+    () => createScheduler("DPM fast", SD15, { steps: 4 }),
     (e: Error) =>
-      e.message.includes('unknown scheduler "heun"') && e.message.includes("Euler a") &&
-      e.message.includes("DPMSolverMultistepScheduler") && e.message.includes("dpmpp_2m"),
+      e.message.includes('unknown scheduler "DPM fast"') && e.message.includes("Euler a") &&
+      e.message.includes("DPMSolverMultistepScheduler") && e.message.includes("dpmpp_2m") &&
+      e.message.includes("dpm++2m"),
   );
+});
+
+Deno.test("schedulers: every registry row resolves by each of its names and builds", () => {
+  const kinds = new Set<string>();
+  for (const row of SAMPLERS) {
+    assert.ok(!kinds.has(row.kind), `${row.kind} is listed twice`);
+    kinds.add(row.kind);
+    for (const name of [row.kind, ...row.sdcpp, ...(row.aliases ?? [])]) {
+      assert.equal(resolveSchedulerName(name).kind, row.kind, name);
+    }
+    const byA1111 = resolveSchedulerName(row.a1111);
+    assert.equal(byA1111.info.a1111, row.a1111);
+    const s = createScheduler(row.kind, SD15, { steps: 6 });
+    assert.ok(s.timesteps.length >= 6, row.kind);
+    // the instance knows its row (ddim_trailing builds a DDIM with trailing spacing)
+    assert.equal(a1111Name(s), row.a1111);
+    for (const [key, value] of Object.entries(row.preset ?? {})) {
+      assert.deepEqual(s.config[key], value, `${row.kind} presets ${key}`);
+    }
+    if (row.options.includes("karras")) {
+      const k = createScheduler(`${row.a1111} Karras`, SD15, { steps: 6 });
+      assert.equal(k.config.use_karras_sigmas, true, `${row.a1111} Karras`);
+      assert.equal(a1111Name(k), `${row.a1111} Karras`);
+      assert.equal(resolveSchedulerName(`${row.kind}_karras`).karras, true);
+    } else {
+      assert.throws(() => createScheduler(row.kind, SD15, { steps: 6, karras: true }), /karras/);
+    }
+  }
+  assert.deepEqual(createScheduler("ddim_trailing", SD15, { steps: 4 }).timesteps, [
+    999,
+    749,
+    499,
+    249,
+  ]);
+  // a diffusers class name keeps the config as given (no preset)
+  const lead = createScheduler("DDIMScheduler", SD15, { steps: 4 });
+  assert.deepEqual(lead.timesteps, [751, 501, 251, 1]);
+  assert.deepEqual(SCHEDULER_NAMES.sdcpp.slice(0, 3), ["euler", "euler_a", "dpm++2m"]);
 });
 
 Deno.test("schedulers: bad options and configs fail with the fix", () => {
   const fails = (f: () => unknown, text: string) =>
     assert.throws(f, (e: Error) => e.message.includes(text), text);
-  fails(() => createScheduler("ddim", SD15, { steps: 4, karras: true }), "Karras sigmas apply");
-  fails(() => createScheduler("euler", SD15, { steps: 4, eta: 0.5 }), "eta applies to DDIM");
+  fails(() => createScheduler("ddim", SD15, { steps: 4, karras: true }), "karras applies to euler");
+  fails(() => createScheduler("euler", SD15, { steps: 4, eta: 0.5 }), "eta applies to ddim");
   fails(() => createScheduler("DPM++ 2M Karras", SD15, { steps: 4, karras: false }), "karras");
   fails(() => createScheduler("ddim", { ...SD15, clip_sample: true }, { steps: 4 }), "clip_sample");
   fails(
-    () => createScheduler("pndm", { ...SD15, skip_prk_steps: false }, { steps: 4 }),
+    () => createScheduler("PNDMScheduler", { ...SD15, skip_prk_steps: false }, { steps: 4 }),
     "skip_prk",
   );
   fails(
@@ -229,7 +274,7 @@ Deno.test("schedulers: bad options and configs fail with the fix", () => {
   const s = createScheduler("dpmpp_2m", SD15, { steps: 4 });
   s.step(0);
   fails(() => s.step(2), "1 is next");
-  fails(() => createScheduler("euler", SD15, { steps: 2 }).step(2), "only 2 steps");
+  fails(() => createScheduler("euler", SD15, { steps: 2 }).step(2), "only 2 calls");
   s.reset();
   assert.equal(s.step(0).ops.length, 2);
 });

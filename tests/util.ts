@@ -28,10 +28,29 @@ export function modelDir(name: string): string | undefined {
   }
 }
 
-/** Reads a fixture `.npy` file as float32, relative to `tests/fixtures/`. */
-export async function fixture(path: string): Promise<{ shape: number[]; data: Float32Array }> {
-  const a = await readNpy(new URL(path, FIXTURES));
+/** Reads a fixture `.npy` file as float32, relative to `tests/fixtures/` (or to `base`). */
+export async function fixture(
+  path: string,
+  base: URL = FIXTURES,
+): Promise<{ shape: number[]; data: Float32Array }> {
+  const a = await readNpy(new URL(path, base));
   return { shape: a.shape, data: Float32Array.from(a.data as ArrayLike<number>) };
+}
+
+/**
+ * The folder of a diffusers dump (`dumps/<run>/`, with a trailing slash): `tests/fixtures/dumps/`
+ * when copied there, else `../shared/fixtures/dumps/`; `undefined` (after printing why) when
+ * neither exists outside CI.
+ */
+export function dumpDir(run: string): URL | undefined {
+  const local = new URL(`dumps/${run}/`, FIXTURES);
+  try {
+    Deno.statSync(new URL("manifest.json", local));
+    return local;
+  } catch {
+    const rel = `fixtures/dumps/${run}/`;
+    return sharedAvailable(rel) ? new URL(rel, SHARED) : undefined;
+  }
 }
 
 /** Whether a shared data file exists; outside CI a missing file makes the test skip with a reason. */

@@ -9,7 +9,7 @@ import { lincomb } from "../ops/elementwise.ts";
 import { loadTaesdDecoder, type TaesdDecoder } from "../models/taesd.ts";
 import type { RgbaImage } from "../io/png.ts";
 import { roundHalfEven } from "../schedulers/numeric.ts";
-import type { Pipeline } from "./load.ts";
+import { latentFactor, type Pipeline } from "./load.ts";
 
 /** Options for {@link decodeLatents}. */
 export interface DecodeOptions {
@@ -27,7 +27,8 @@ export interface DecodedImage extends RgbaImage {
 }
 
 /**
- * Decodes `[1, 4, h, w]` latents to an 8h × 8w RGBA image: `clamp(x/2 + 0.5, 0, 1)`, then
+ * Decodes `[1, 4, h, w]` latents to an fh × fw RGBA image (f = {@link latentFactor}, 8 for SD;
+ * TAESD is always 8×): `clamp(x/2 + 0.5, 0, 1)`, then
  * `round(x·255)` (half to even, as NumPy), exactly as diffusers' image processor.
  *
  * @example
@@ -72,11 +73,12 @@ export async function decodeLatents(
   const x = lincomb([latents], [1 / scaling], {
     out: pipe.rt.empty(latents.shape, pipe.vae.dtype),
   });
-  const img = pipe.vae.decode(x); // [1, 3, 8h, 8w] in about [-1, 1]
+  const f = latentFactor(pipe);
+  const img = pipe.vae.decode(x); // [1, 3, f·h, f·w] in about [-1, 1]
   x.dispose();
   const host = await img.read();
   img.dispose();
-  return toImage(host, 8 * h, 8 * w, (v) => Math.fround(Math.fround(v / 2) + 0.5));
+  return toImage(host, f * h, f * w, (v) => Math.fround(Math.fround(v / 2) + 0.5));
 }
 
 /** NCHW `[1, 3, H, W]` floats → RGBA bytes, through `map` then clamp to [0, 1]. */

@@ -74,6 +74,27 @@ export interface Pipeline {
 }
 
 /**
+ * The VAE's latent factor, diffusers' `vae_scale_factor`: 2^(len(vae.block_out_channels) − 1) (8 for
+ * the SD VAEs, 4 for a 3-level VAE). An image of H×W pixels has latents of H/f × W/f.
+ *
+ * @example
+ * ```ts
+ * import { latentFactor, loadPipeline } from "@denoise/sd";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
+ * console.log(latentFactor(pipe)); // 8
+ * ```
+ */
+export function latentFactor(pipe: Pick<Pipeline, "configs">): number {
+  const levels = pipe.configs.vae.block_out_channels?.length;
+  if (!Number.isInteger(levels) || levels < 1) {
+    throw new Error(
+      "denoise: the VAE config has no block_out_channels; its latent factor is unknown",
+    );
+  }
+  return 2 ** (levels - 1);
+}
+
+/**
  * Loads a Stable Diffusion checkpoint: a diffusers folder (`model_index.json`, `unet/`, `vae/`,
  * `text_encoder/`, `tokenizer/`, `scheduler/`) or a single-file `.safetensors` (SD 1.x, SD 2.x).
  *

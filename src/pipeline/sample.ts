@@ -10,10 +10,15 @@ import type { Tensor } from "../gpu/tensor.ts";
 import { lincomb } from "../ops/elementwise.ts";
 import { batchConcat, batchSlice } from "../ops/layout.ts";
 import { type Rng, torchRandn } from "../rng/torch_randn.ts";
-import { createScheduler, type Scheduler, type StepPlan } from "../schedulers/mod.ts";
+import {
+  createScheduler,
+  type Scheduler,
+  type SchedulerConfig,
+  type StepPlan,
+} from "../schedulers/mod.ts";
 import type { UNetForwardOptions } from "../models/unet.ts";
 import type { PromptEmbeds } from "./encode.ts";
-import type { Pipeline } from "./load.ts";
+import { latentFactor, type Pipeline } from "./load.ts";
 
 /** Options for {@link sampleLatents}. */
 export interface SampleOptions {
@@ -22,15 +27,18 @@ export interface SampleOptions {
   /** Classifier-free guidance scale (default 7.5); ≤ 1 runs the cond batch only. */
   guidance?: number;
   /**
-   * The sampler: `"ddim"`, `"pndm"`, `"euler"`, `"euler_a"`, `"dpmpp_2m"`, `"lcm"`, A1111 names
-   * ("Euler a", "DPM++ 2M Karras") or diffusers class names; default: the model's own scheduler.
+   * The sampler: a registry name (`"euler_a"`, `"dpmpp_2m"`, … — see `SAMPLERS`), an A1111 name
+   * ("Euler a", "DPM++ 2M Karras"), a stable-diffusion.cpp name ("dpm++2m"), a diffusers class
+   * name, or a diffusers scheduler config object (`{ _class_name, ...config }`, what
+   * `scheduler_config.json` holds; overlaid on the model's config as diffusers' `from_config`).
+   * Default: the model's own scheduler.
    */
-  scheduler?: string;
-  /** Karras noise levels (Euler, DPM++ 2M). */
+  scheduler?: string | SchedulerConfig;
+  /** Karras noise levels (the samplers whose registry row lists `"karras"`). */
   karras?: boolean;
   /** DDIM's η. */
   eta?: number;
-  /** Image width in pixels (default: the U-Net's sample size × 8). */
+  /** Image width in pixels (default: the U-Net's sample size × the VAE's latent factor). */
   width?: number;
   /** Image height in pixels. */
   height?: number;
@@ -58,16 +66,48 @@ export interface SampleStep {
   latents: Tensor;
 }
 
-/** The pixel sizes a U-Net accepts: multiples of 8·2^(levels−1). */
+/**
+ * The pixel sizes a pipeline accepts are multiples of this: the VAE's latent factor times
+ * 2^(U-Net levels − 1).
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline, sizeFactor } from "@denoise/sd";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
+ * console.log(sizeFactor(pipe)); // 64
+ * ```
+ */
 export function sizeFactor(pipe: Pipeline): number {
-  return 8 * 2 ** (pipe.configs.unet.block_out_channels.length - 1);
+  return latentFactor(pipe) * 2 ** (pipe.configs.unet.block_out_channels.length - 1);
 }
 
-/** Builds the scheduler a run uses (the model's own unless `options.scheduler` names another). */
+/**
+ * Builds the scheduler a run uses: the model's own, unless `options.scheduler` names another or
+ * gives a diffusers config object.
+ *
+ * @example
+ * ```ts
+ * import { loadPipeline, schedulerFor } from "@denoise/sd";
+ * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
+ * const s = schedulerFor(pipe, { steps: 20, scheduler: "DPM++ 2M Karras" });
+ * console.log(s.timesteps.length); // 20
+ * ```
+ */
 export function schedulerFor(pipe: Pipeline, options: SampleOptions): Scheduler {
-  const config = pipe.schedulerConfig;
-  const name = options.scheduler ?? String(config._class_name ?? "PNDMScheduler");
-  return createScheduler(name, config, {
+  let config = pipe.schedulerConfig;
+  let name = options.scheduler;
+  if (name !== undefined && typeof name === "object") {
+    if (name === null || typeof name._class_name !== "string") {
+      throw new TypeError(
+        "scheduler: a config object needs _class_name (e.g. { _class_name: " +
+          '"EulerDiscreteScheduler", ... }, what scheduler_config.json holds)',
+      );
+    }
+    config = { ...config, ...name };
+    name = name._class_name;
+  }
+  name ??= String(config._class_name ?? "PNDMScheduler");
+  return createScheduler(name as string, config, {
     steps: options.steps ?? 20,
     eta: options.eta,
     karras: options.karras,
@@ -102,7 +142,8 @@ export async function* sampleLatents(
   const cfg = guidance > 1;
   const scheduler = schedulerFor(pipe, options);
   const rng = options.rng ?? torchRandn(options.seed ?? Math.floor(Math.random() * 2 ** 32));
-  const shape = [1, pipe.configs.unet.in_channels, height / 8, width / 8];
+  const f = latentFactor(pipe);
+  const shape = [1, pipe.configs.vae.latent_channels, height / f, width / f];
   const n = shape.reduce((a, b) => a * b, 1);
   const owned = new Set<Tensor>();
   const keep = (t: Tensor) => (owned.add(t), t);
@@ -178,7 +219,8 @@ export async function* sampleLatents(
 }
 
 function checkSize(pipe: Pipeline, options: SampleOptions): { height: number; width: number } {
-  const def = Number(pipe.configs.unet.sample_size ?? 64) * 8;
+  const latent = latentFactor(pipe);
+  const def = Number(pipe.configs.unet.sample_size ?? 64) * latent;
   const width = options.width ?? def;
   const height = options.height ?? def;
   const f = sizeFactor(pipe);
@@ -186,18 +228,20 @@ function checkSize(pipe: Pipeline, options: SampleOptions): { height: number; wi
     if (!Number.isInteger(v) || v <= 0) {
       throw new Error(`${name} must be a positive whole number, got ${v}`);
     }
-    if (v % 8 !== 0) throw new Error(`${name} ${v} is not a multiple of 8 (the VAE's factor)`);
+    if (v % latent !== 0) {
+      throw new Error(`${name} ${v} is not a multiple of ${latent} (the VAE's latent factor)`);
+    }
     if (v % f !== 0) {
       throw new Error(
         `${name} ${v} is not a multiple of ${f} (this U-Net halves the latent ${
-          Math.log2(f / 8)
+          Math.log2(f / latent)
         } times); try ${Math.max(f, Math.round(v / f) * f)}`,
       );
     }
   }
   const maxBinding = pipe.rt.gpu.limits.maxStorageBufferBindingSize;
   const c0 = pipe.configs.unet.block_out_channels[0];
-  const biggest = 2 * c0 * (height / 8) * (width / 8) * 4 * 2; // GEGLU inner width, f32, batch 2
+  const biggest = 2 * c0 * (height / latent) * (width / latent) * 4 * 2; // GEGLU inner, f32, batch 2
   if (biggest > maxBinding) {
     throw new Error(
       `${width}×${height} needs buffers of ${biggest} bytes, beyond this GPU's ` +

@@ -73,22 +73,12 @@ export interface StepPlan {
 }
 
 /**
- * Our scheduler names.
- *
- * @example
- * ```ts
- * import type { SchedulerKind } from "./common.ts";
- * const k: SchedulerKind = "dpmpp_2m";
- * ```
- */
-export type SchedulerKind = "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" | "lcm";
-
-/**
  * A diffusion scheduler with its timesteps set. Drive it like diffusers' loop:
- * `latents = noise·initNoiseSigma`; for each `i`, the U-Net sees `latents·scaleModelInput(i)` at
- * `timesteps[i]`; then run `step(i)` with `sample` = latents and `model_output` = the guided
- * output, and take `plan.output` as the new latents. `step` must be called for 0, 1, 2, … in
- * order (it advances history, like diffusers' step counter); `reset()` starts over.
+ * `latents = noise·initNoiseSigma`; for each call `i`, the U-Net sees `latents·scaleModelInput(i)`
+ * at `timesteps[i]`; then run `step(i)` with `sample` = latents and `model_output` = the guided
+ * output, and take `plan.output` as the new latents. `step` must be called for each call in order
+ * from `beginIndex` (it advances history, like diffusers' step counter); `reset()` starts over.
+ * Two-call samplers (Heun, DPM2) list one timestep per U-Net call and have `order` 2.
  *
  * @example
  * ```ts
@@ -102,8 +92,8 @@ export type SchedulerKind = "ddim" | "pndm" | "euler" | "euler_a" | "dpmpp_2m" |
  * ```
  */
 export interface Scheduler {
-  /** Which scheduler this is. */
-  readonly kind: SchedulerKind;
+  /** Which scheduler this is: its registry kind (`"euler_a"`, `"dpmpp_2m_sde"`, …). */
+  readonly kind: string;
   /** One timestep per U-Net call (PNDM repeats one: 751, 501, 501, 251, 1). */
   readonly timesteps: number[];
   /** The noise levels, one per call plus the final one, where diffusers has `scheduler.sigmas`. */
@@ -116,12 +106,21 @@ export interface Scheduler {
   readonly buffers: BufferName[];
   /** The effective config: the class defaults overlaid with what was given. */
   readonly config: Readonly<Record<string, unknown>>;
+  /** U-Net calls per step (diffusers' `scheduler.order`: 2 for Heun, DPM2, DPM2 a). */
+  readonly order: number;
+  /** The call the run starts at: 0, or the begin index given to `reset` (img2img). */
+  readonly beginIndex: number;
   /** The multiplier applied to the sample before the U-Net call `index`. */
   scaleModelInput(index: number): number;
+  /**
+   * diffusers' `add_noise` before call `index` as `[a, b]`: noisy = a·original + b·noise
+   * (`index` = the number of calls gives `[1, 0]`).
+   */
+  noiseCoefs(index: number): [number, number];
   /** The latent update after U-Net call `index`. */
   step(index: number): StepPlan;
-  /** Forgets the step history so the next call is `step(0)` again. */
-  reset(): void;
+  /** Forgets the step history so the next call is `step(beginIndex)` (default 0). */
+  reset(beginIndex?: number): void;
 }
 
 /**
@@ -329,25 +328,6 @@ export function checkTimesteps(cls: string, timesteps: number[], train: number):
     );
   }
   return timesteps;
-}
-
-/**
- * Validates the step index a scheduler expects next.
- *
- * @example
- * ```ts
- * import { checkIndex } from "./common.ts";
- * checkIndex("DDIMScheduler", 0, 0, 4); // fine; index 2 when 1 is next throws
- * ```
- */
-export function checkIndex(cls: string, index: number, expected: number, total: number): void {
-  if (index !== expected) {
-    throw new RangeError(
-      index >= total
-        ? `${cls}.step(${index}): only ${total} steps were set`
-        : `${cls}.step(${index}): steps run in order and ${expected} is next; call reset() to start over`,
-    );
-  }
 }
 
 /**

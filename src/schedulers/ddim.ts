@@ -4,17 +4,12 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
   type BufferName,
-  checkIndex,
-  checkSteps,
   checkTimesteps,
-  ConfigReader,
   lincomb,
-  noiseSchedule,
   type PlanOp,
-  predictionType,
-  type Scheduler,
   type SchedulerConfig,
   spacing,
   type StepPlan,
@@ -74,62 +69,52 @@ export interface DdimOptions extends StepsOptions {
  * const plan = s.step(0); // prev_sample = a·sample + b·model_output
  * ```
  */
-export class DDIMScheduler implements Scheduler {
+export class DDIMScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "ddim" as const;
-  /** The timesteps, descending integers. */
-  readonly timesteps: number[];
-  /** Always 1. */
-  readonly initNoiseSigma = 1;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample`, plus `noise` when η > 0. */
-  readonly buffers: BufferName[];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  readonly kind = "ddim";
   readonly #pred: "epsilon" | "v_prediction";
   readonly #eta: number;
   readonly #ratio: number;
   readonly #finalAlpha: number;
-  #next = 0;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: DdimOptions) {
-    const r = new ConfigReader("DDIMScheduler", DDIM_DEFAULTS, config);
+    const cls = "DDIMScheduler";
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      DDIM_DEFAULTS,
+      config,
+      options.steps,
+    );
     r.refuse("clip_sample", "set it false as SD checkpoints do (x0 clamping is not linear)");
     r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
-    this.#pred = predictionType(r);
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps("DDIMScheduler", options.steps, train);
     const eta = options.eta ?? 0;
     if (typeof eta !== "number" || !(eta >= 0) || !Number.isFinite(eta)) {
-      throw new RangeError(`DDIMScheduler: eta must be a finite number ≥ 0, got ${eta}`);
+      throw new RangeError(`${cls}: eta must be a finite number ≥ 0, got ${eta}`);
     }
-    this.#eta = eta;
-    this.alphasCumprod = alphasCumprod;
-    this.timesteps = checkTimesteps(
-      "DDIMScheduler",
+    const timesteps = checkTimesteps(
+      cls,
       timestepGrid(spacing(r), train, steps, {
         stepsOffset: r.int("steps_offset"),
         roundLinspace: true,
       }),
       train,
     );
+    super(cls, {
+      timesteps,
+      initNoiseSigma: 1,
+      alphasCumprod,
+      buffers: eta > 0 ? ["prev_sample", "noise"] : ["prev_sample"],
+      config: r.values,
+    });
+    this.#pred = pred;
+    this.#eta = eta;
     this.#ratio = Math.floor(train / steps);
     this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
-    this.buffers = eta > 0 ? ["prev_sample", "noise"] : ["prev_sample"];
-    this.config = r.values;
-  }
-
-  /** DDIM does not scale the U-Net input. */
-  scaleModelInput(_index: number): number {
-    return 1;
   }
 
   /** The DDIM update after U-Net call `index` (diffusers' `step`, formulas (12) and (16)). */
-  step(index: number): StepPlan {
-    checkIndex("DDIMScheduler", index, this.#next, this.timesteps.length);
-    this.#next++;
+  protected plan(index: number): StepPlan {
     const t = this.timesteps[index];
     const prev = t - this.#ratio;
     const at = this.alphasCumprod[t];
@@ -154,10 +139,5 @@ export class DDIMScheduler implements Scheduler {
     }
     ops.push(lincomb("prev_sample", terms));
     return { ops, output: "prev_sample" };
-  }
-
-  /** Starts the step sequence over. */
-  reset(): void {
-    this.#next = 0;
   }
 }

@@ -10,22 +10,17 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
   type BufferName,
-  checkIndex,
-  checkSteps,
-  ConfigReader,
   f32,
   interpTable,
   karrasSigmas,
   lincomb,
   logTable,
-  noiseSchedule,
   npArange,
   npLinspace,
-  predictionType,
   roundHalfEven,
-  type Scheduler,
   type SchedulerConfig,
   sigmaTable,
   sigmaToT,
@@ -98,44 +93,37 @@ export function vpOf(sigma: number): { alpha: number; sigma: number; lambda: num
  * const plan = s.step(0); // x0_0 = a·sample + b·model_output; prev_sample = c·sample + d·x0_0
  * ```
  */
-export class DPMSolverMultistepScheduler implements Scheduler {
+export class DPMSolverMultistepScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "dpmpp_2m" as const;
-  /** The timesteps, descending integers. */
-  readonly timesteps: number[];
+  readonly kind = "dpmpp_2m";
   /** σ per call, then the final σ. */
-  readonly sigmas: number[];
-  /** Always 1. */
-  readonly initNoiseSigma = 1;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample` and the x̂₀ slots. */
-  readonly buffers: BufferName[];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  declare readonly sigmas: number[];
   readonly #pred: "epsilon" | "v_prediction";
   readonly #order: number;
   readonly #heun: boolean;
   readonly #lowerOrderFinal: boolean;
   readonly #eulerAtFinal: boolean;
   readonly #finalZero: boolean;
-  #next = 0;
   #history: BufferName[] = [];
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "DPMSolverMultistepScheduler";
-    const r = new ConfigReader(cls, DPM_DEFAULTS, config);
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      DPM_DEFAULTS,
+      config,
+      options.steps,
+    );
     r.str(
       "algorithm_type",
       ["dpmsolver++"] as const,
       " (the SDE and non-++ variants are not implemented)",
     );
     const solver = r.str("solver_type", ["midpoint", "heun", "logrho", "bh1", "bh2"] as const);
-    this.#heun = solver === "heun";
-    this.#order = r.int("solver_order");
-    if (this.#order < 1 || this.#order > 3) {
-      throw new RangeError(`${cls} config: "solver_order" must be 1, 2 or 3, got ${this.#order}`);
+    const order = r.int("solver_order");
+    if (order < 1 || order > 3) {
+      throw new RangeError(`${cls} config: "solver_order" must be 1, 2 or 3, got ${order}`);
     }
     r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
     r.refuse("use_lu_lambdas", "set it false (not implemented)");
@@ -144,14 +132,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     if (r.values.variance_type !== null && r.values.variance_type !== undefined) {
       throw new RangeError(`${cls} config: "variance_type" must be null for SD checkpoints`);
     }
-    this.#pred = predictionType(r);
-    this.#finalZero = r.str("final_sigmas_type", ["zero", "sigma_min"] as const) === "zero";
-    this.#lowerOrderFinal = r.bool("lower_order_final");
-    this.#eulerAtFinal = r.bool("euler_at_final");
+    const finalZero = r.str("final_sigmas_type", ["zero", "sigma_min"] as const) === "zero";
     const karras = options.karras ?? r.bool("use_karras_sigmas");
     r.values.use_karras_sigmas = karras;
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps(cls, options.steps, train);
     const table = sigmaTable(alphasCumprod);
     const last = train - clippedIndex(alphasCumprod, r.num("lambda_min_clipped"));
     const kind = spacing(r);
@@ -173,27 +156,36 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     } else {
       sig = ts.map((t) => interpTable(t, table));
     }
-    this.sigmas = [...sig, this.#finalZero ? 0 : table[0]].map(f32);
-    this.timesteps = ts;
-    this.alphasCumprod = alphasCumprod;
-    this.buffers = ["prev_sample", ...Array.from({ length: this.#order }, (_, k) => `x0_${k}`)];
-    this.config = r.values;
+    super(cls, {
+      timesteps: ts,
+      sigmas: [...sig, finalZero ? 0 : table[0]].map(f32),
+      initNoiseSigma: 1,
+      alphasCumprod,
+      buffers: ["prev_sample", ...Array.from({ length: order }, (_, k) => `x0_${k}`)],
+      config: r.values,
+    });
+    this.#pred = pred;
+    this.#order = order;
+    this.#heun = solver === "heun";
+    this.#finalZero = finalZero;
+    this.#lowerOrderFinal = r.bool("lower_order_final");
+    this.#eulerAtFinal = r.bool("euler_at_final");
   }
 
-  /** DPM-Solver does not scale the U-Net input. */
-  scaleModelInput(_index: number): number {
-    return 1;
+  /** `add_noise`: `α_t·original + σ_t·noise` at the call's σ. */
+  override noiseCoefs(index: number): [number, number] {
+    if (this.checkCall(index)) return [1, 0];
+    const { alpha, sigma } = vpOf(this.sigmas[index]);
+    return [alpha, sigma];
   }
 
-  /** The multistep update after U-Net call `index`. */
-  step(index: number): StepPlan {
+  /** The multistep update after U-Net call `index`; `done` is diffusers' `lower_order_nums`. */
+  protected plan(index: number, done: number): StepPlan {
     const n = this.timesteps.length;
-    checkIndex("DPMSolverMultistepScheduler", index, this.#next, n);
-    this.#next++;
     const lowerFinal = index === n - 1 &&
       (this.#eulerAtFinal || (this.#lowerOrderFinal && n < 15) || this.#finalZero);
     const lowerSecond = index === n - 2 && this.#lowerOrderFinal && n < 15;
-    const done = Math.min(index, this.#order); // diffusers' lower_order_nums
+    done = Math.min(done, this.#order);
     const s0 = vpOf(this.sigmas[index]);
     const t = vpOf(this.sigmas[index + 1]);
     const slot = `x0_${index % this.#order}`;
@@ -231,9 +223,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     };
   }
 
-  /** Starts the step sequence over and forgets the history. */
-  reset(): void {
-    this.#next = 0;
+  /** Forgets the x̂₀ history. */
+  protected override forget(): void {
     this.#history = [];
   }
 }

@@ -9,19 +9,13 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
-  type BufferName,
-  checkIndex,
-  checkSteps,
-  ConfigReader,
   f32,
   interpTable,
   karrasSigmas,
   lincomb,
   logTable,
-  noiseSchedule,
-  predictionType,
-  type Scheduler,
   type SchedulerConfig,
   sigmaTable,
   sigmaToT,
@@ -132,38 +126,29 @@ export function eulerInputScale(sigma: number): number {
  * console.log(turbo.timesteps, turbo.initNoiseSigma); // [999] 14.6146…
  * ```
  */
-export class EulerDiscreteScheduler implements Scheduler {
+export class EulerDiscreteScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "euler" as const;
-  /** The timesteps, float32 values (fractional with Karras sigmas). */
-  readonly timesteps: number[];
+  readonly kind = "euler";
   /** σ per call, then the final σ (0, or σ_min with `final_sigmas_type: "sigma_min"`). */
-  readonly sigmas: number[];
-  /** The initial noise scale. */
-  readonly initNoiseSigma: number;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample` and `noise`. */
-  readonly buffers: BufferName[] = ["prev_sample", "noise"];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  declare readonly sigmas: number[];
   readonly #pred: "epsilon" | "v_prediction";
-  #next = 0;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "EulerDiscreteScheduler";
-    const r = new ConfigReader(cls, EULER_DEFAULTS, config);
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      EULER_DEFAULTS,
+      config,
+      options.steps,
+    );
     r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    this.#pred = predictionType(r);
     r.str("interpolation_type", ["linear"] as const, " (log_linear is not implemented)");
     r.str("timestep_type", ["discrete"] as const, " (continuous is not implemented)");
     const finalType = r.str("final_sigmas_type", ["zero", "sigma_min"] as const);
     const karras = options.karras ?? r.bool("use_karras_sigmas");
     r.values.use_karras_sigmas = karras;
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps(cls, options.steps, train);
     const table = sigmaTable(alphasCumprod);
     const kind = spacing(r);
     let ts = timestepGrid(kind, train, steps, { stepsOffset: r.int("steps_offset") });
@@ -176,22 +161,30 @@ export class EulerDiscreteScheduler implements Scheduler {
       ts = sig.map((s) => sigmaToT(s, logSigmas));
     }
     const last = finalType === "zero" ? 0 : table[0];
-    this.sigmas = [...sig, last].map(f32);
-    this.timesteps = ts.map(f32);
-    this.initNoiseSigma = eulerInitNoiseSigma(this.sigmas, kind);
-    this.alphasCumprod = alphasCumprod;
-    this.config = r.values;
+    const sigmas = [...sig, last].map(f32);
+    super(cls, {
+      timesteps: ts.map(f32),
+      sigmas,
+      initNoiseSigma: eulerInitNoiseSigma(sigmas, kind),
+      alphasCumprod,
+      buffers: ["prev_sample", "noise"],
+      config: r.values,
+    });
+    this.#pred = pred;
   }
 
   /** `1/√(σ_index² + 1)`. */
-  scaleModelInput(index: number): number {
+  override scaleModelInput(index: number): number {
     return eulerInputScale(this.sigmas[index]);
   }
 
+  /** `add_noise`: `original + σ_index·noise`. */
+  override noiseCoefs(index: number): [number, number] {
+    return this.checkCall(index) ? [1, 0] : [1, this.sigmas[index]];
+  }
+
   /** The Euler update after U-Net call `index`. */
-  step(index: number): StepPlan {
-    checkIndex("EulerDiscreteScheduler", index, this.#next, this.timesteps.length);
-    this.#next++;
+  protected plan(index: number): StepPlan {
     const [a, b] = eulerCoefs(this.sigmas[index], this.sigmas[index + 1], this.#pred);
     return {
       ops: [
@@ -200,10 +193,5 @@ export class EulerDiscreteScheduler implements Scheduler {
       ],
       output: "prev_sample",
     };
-  }
-
-  /** Starts the step sequence over. */
-  reset(): void {
-    this.#next = 0;
   }
 }

@@ -5,17 +5,11 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
-  type BufferName,
-  checkIndex,
-  checkSteps,
-  ConfigReader,
   f32,
   interpTable,
   lincomb,
-  noiseSchedule,
-  predictionType,
-  type Scheduler,
   type SchedulerConfig,
   sigmaTable,
   spacing,
@@ -59,50 +53,49 @@ export const EULER_A_DEFAULTS: Readonly<Record<string, unknown>> = {
  * const plan = s.step(0); // randn → noise; prev_sample = a·sample + b·model_output + σ_up·noise
  * ```
  */
-export class EulerAncestralDiscreteScheduler implements Scheduler {
+export class EulerAncestralDiscreteScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "euler_a" as const;
-  /** The timesteps, float32 values. */
-  readonly timesteps: number[];
+  readonly kind = "euler_a";
   /** σ per call, then 0. */
-  readonly sigmas: number[];
-  /** The initial noise scale. */
-  readonly initNoiseSigma: number;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample` and `noise`. */
-  readonly buffers: BufferName[] = ["prev_sample", "noise"];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  declare readonly sigmas: number[];
   readonly #pred: "epsilon" | "v_prediction";
-  #next = 0;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: StepsOptions) {
     const cls = "EulerAncestralDiscreteScheduler";
-    const r = new ConfigReader(cls, EULER_A_DEFAULTS, config);
-    this.#pred = predictionType(r);
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps(cls, options.steps, train);
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      EULER_A_DEFAULTS,
+      config,
+      options.steps,
+    );
     const table = sigmaTable(alphasCumprod);
     const kind = spacing(r);
     const ts = timestepGrid(kind, train, steps, { stepsOffset: r.int("steps_offset") });
-    this.sigmas = [...ts.map((t) => interpTable(t, table)), 0].map(f32);
-    this.timesteps = ts.map(f32);
-    this.initNoiseSigma = eulerInitNoiseSigma(this.sigmas, kind);
-    this.alphasCumprod = alphasCumprod;
-    this.config = r.values;
+    const sigmas = [...ts.map((t) => interpTable(t, table)), 0].map(f32);
+    super(cls, {
+      timesteps: ts.map(f32),
+      sigmas,
+      initNoiseSigma: eulerInitNoiseSigma(sigmas, kind),
+      alphasCumprod,
+      buffers: ["prev_sample", "noise"],
+      config: r.values,
+    });
+    this.#pred = pred;
   }
 
   /** `1/√(σ_index² + 1)`. */
-  scaleModelInput(index: number): number {
+  override scaleModelInput(index: number): number {
     return eulerInputScale(this.sigmas[index]);
   }
 
+  /** `add_noise`: `original + σ_index·noise`. */
+  override noiseCoefs(index: number): [number, number] {
+    return this.checkCall(index) ? [1, 0] : [1, this.sigmas[index]];
+  }
+
   /** The ancestral Euler update after U-Net call `index`. */
-  step(index: number): StepPlan {
-    checkIndex("EulerAncestralDiscreteScheduler", index, this.#next, this.timesteps.length);
-    this.#next++;
+  protected plan(index: number): StepPlan {
     const from = this.sigmas[index], to = this.sigmas[index + 1];
     const up = Math.sqrt((to * to * (from * from - to * to)) / (from * from));
     const down = Math.sqrt(Math.max(0, to * to - up * up));
@@ -114,10 +107,5 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
       ],
       output: "prev_sample",
     };
-  }
-
-  /** Starts the step sequence over. */
-  reset(): void {
-    this.#next = 0;
   }
 }

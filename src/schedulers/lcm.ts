@@ -6,18 +6,12 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
-  type BufferName,
-  checkIndex,
-  checkSteps,
   checkTimesteps,
-  ConfigReader,
   lincomb,
-  noiseSchedule,
   npLinspace,
   type PlanOp,
-  predictionType,
-  type Scheduler,
   type SchedulerConfig,
   type StepPlan,
   type StepsOptions,
@@ -73,34 +67,24 @@ export interface LcmOptions extends StepsOptions {
  * console.log(s.timesteps); // [999, 759, 499, 259]
  * ```
  */
-export class LCMScheduler implements Scheduler {
+export class LCMScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "lcm" as const;
-  /** The timesteps, descending integers. */
-  readonly timesteps: number[];
-  /** Always 1. */
-  readonly initNoiseSigma = 1;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample` and `noise`. */
-  readonly buffers: BufferName[] = ["prev_sample", "noise"];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  readonly kind = "lcm";
   readonly #pred: "epsilon" | "v_prediction";
   readonly #scaling: number;
   readonly #finalAlpha: number;
-  #next = 0;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: LcmOptions) {
     const cls = "LCMScheduler";
-    const r = new ConfigReader(cls, LCM_DEFAULTS, config);
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      LCM_DEFAULTS,
+      config,
+      options.steps,
+    );
     r.refuse("clip_sample", "set it false (x0 clamping is not linear)");
     r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
-    this.#pred = predictionType(r);
-    this.#scaling = r.num("timestep_scaling");
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps(cls, options.steps, train);
     const original = options.originalInferenceSteps ?? r.int("original_inference_steps");
     if (!Number.isInteger(original) || original < 1 || original > train) {
       throw new RangeError(
@@ -115,22 +99,21 @@ export class LCMScheduler implements Scheduler {
     const k = Math.floor(train / original);
     const grid = Array.from({ length: original }, (_, i) => (original - i) * k - 1); // descending
     const picks = npLinspace(0, original, steps, false).map(Math.floor);
-    this.timesteps = checkTimesteps(cls, picks.map((i) => grid[i]), train);
-    this.alphasCumprod = alphasCumprod;
+    super(cls, {
+      timesteps: checkTimesteps(cls, picks.map((i) => grid[i]), train),
+      initNoiseSigma: 1,
+      alphasCumprod,
+      buffers: ["prev_sample", "noise"],
+      config: r.values,
+    });
+    this.#pred = pred;
+    this.#scaling = r.num("timestep_scaling");
     this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
-    this.config = r.values;
-  }
-
-  /** LCM does not scale the U-Net input. */
-  scaleModelInput(_index: number): number {
-    return 1;
   }
 
   /** The consistency step after U-Net call `index`. */
-  step(index: number): StepPlan {
+  protected plan(index: number): StepPlan {
     const n = this.timesteps.length;
-    checkIndex("LCMScheduler", index, this.#next, n);
-    this.#next++;
     const t = this.timesteps[index];
     const prevT = index + 1 < n ? this.timesteps[index + 1] : t;
     const at = this.alphasCumprod[t];
@@ -157,10 +140,5 @@ export class LCMScheduler implements Scheduler {
       ops.push(lincomb("prev_sample", [["sample", denoised[0]], ["model_output", denoised[1]]]));
     }
     return { ops, output: "prev_sample" };
-  }
-
-  /** Starts the step sequence over. */
-  reset(): void {
-    this.#next = 0;
   }
 }

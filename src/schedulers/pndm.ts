@@ -9,17 +9,12 @@
  *
  * @module
  */
+import { openConfig, SchedulerBase } from "./base.ts";
 import {
   type BufferName,
-  checkIndex,
-  checkSteps,
   checkTimesteps,
-  ConfigReader,
   lincomb,
-  noiseSchedule,
   type PlanOp,
-  predictionType,
-  type Scheduler,
   type SchedulerConfig,
   spacing,
   type StepPlan,
@@ -71,75 +66,61 @@ const PLMS: number[][] = [[1], [3 / 2, -1 / 2], [23 / 12, -16 / 12, 5 / 12], [
  * console.log(s.timesteps); // [751, 501, 501, 251, 1]
  * ```
  */
-export class PNDMScheduler implements Scheduler {
+export class PNDMScheduler extends SchedulerBase {
   /** Which scheduler this is. */
-  readonly kind = "pndm" as const;
-  /** The timesteps; the second repeats the first's successor. */
-  readonly timesteps: number[];
-  /** Always 1. */
-  readonly initNoiseSigma = 1;
-  /** ᾱ_t, float32 values. */
-  readonly alphasCumprod: Float64Array;
-  /** `prev_sample`, `cur_sample`, `ets0`…`ets3` and `pndm_eps` (the combined output). */
-  readonly buffers: BufferName[] = [
-    "prev_sample",
-    "cur_sample",
-    "ets0",
-    "ets1",
-    "ets2",
-    "ets3",
-    "pndm_eps",
-  ];
-  /** The effective config. */
-  readonly config: Readonly<Record<string, unknown>>;
+  readonly kind = "pndm";
   readonly #pred: "epsilon" | "v_prediction";
   readonly #ratio: number;
   readonly #finalAlpha: number;
-  #next = 0;
   #ets: BufferName[] = [];
   #appended = 0;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` steps. */
   constructor(config: SchedulerConfig, options: StepsOptions) {
-    const r = new ConfigReader("PNDMScheduler", PNDM_DEFAULTS, config);
+    const cls = "PNDMScheduler";
+    const { r, train, alphasCumprod, steps, pred } = openConfig(
+      cls,
+      PNDM_DEFAULTS,
+      config,
+      options.steps,
+    );
     if (r.bool("skip_prk_steps") !== true) {
       throw new RangeError(
-        'PNDMScheduler config: "skip_prk_steps: false" (Runge–Kutta warm-up) is not supported; set it true as SD configs do',
+        `${cls} config: "skip_prk_steps: false" (Runge–Kutta warm-up) is not supported; set it ` +
+          "true as SD configs do",
       );
     }
-    this.#pred = predictionType(r);
-    const { train, alphasCumprod } = noiseSchedule(r);
-    const steps = checkSteps("PNDMScheduler", options.steps, train);
-    const kind = spacing(r);
     // diffusers' `_timesteps`, ascending
-    const asc = timestepGrid(kind, train, steps, {
+    const asc = timestepGrid(spacing(r), train, steps, {
       stepsOffset: r.int("steps_offset"),
       roundLinspace: true,
     }).reverse();
     const plms = [...asc.slice(0, -1), ...asc.slice(-2, -1), ...asc.slice(-1)].reverse();
-    this.timesteps = checkTimesteps("PNDMScheduler", plms, train);
+    super(cls, {
+      timesteps: checkTimesteps(cls, plms, train),
+      initNoiseSigma: 1,
+      alphasCumprod,
+      // `cur_sample` keeps the first call's sample, `ets0`…`ets3` the outputs, `pndm_eps` the mix
+      buffers: ["prev_sample", "cur_sample", "ets0", "ets1", "ets2", "ets3", "pndm_eps"],
+      config: r.values,
+    });
+    this.#pred = pred;
     this.#ratio = Math.floor(train / steps);
-    this.alphasCumprod = alphasCumprod;
     this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
-    this.config = r.values;
   }
 
-  /** PNDM does not scale the U-Net input. */
-  scaleModelInput(_index: number): number {
-    return 1;
-  }
-
-  /** The PLMS update after U-Net call `index` (diffusers' `step_plms`). */
-  step(index: number): StepPlan {
-    checkIndex("PNDMScheduler", index, this.#next, this.timesteps.length);
-    this.#next++;
+  /**
+   * The PLMS update after U-Net call `index` (diffusers' `step_plms`); `done` is diffusers'
+   * `counter` (it starts at 0 at the begin index too).
+   */
+  protected plan(index: number, done: number): StepPlan {
     const ops: PlanOp[] = [];
     let t = this.timesteps[index];
     let prevT = t - this.#ratio;
     let sample: BufferName = "sample";
     // the model output actually used, as [buffer, weight] pairs
     let combo: [BufferName, number][];
-    if (index !== 1) {
+    if (done !== 1) {
       const slot = `ets${this.#appended++ % 4}`;
       ops.push(lincomb(slot, [["model_output", 1]]));
       this.#ets = [...this.#ets.slice(-3), slot];
@@ -148,10 +129,10 @@ export class PNDMScheduler implements Scheduler {
       t = t + this.#ratio;
     }
     const ets = this.#ets;
-    if (ets.length === 1 && index === 0) {
+    if (ets.length === 1 && done === 0) {
       ops.push(lincomb("cur_sample", [["sample", 1]]));
       combo = [["model_output", 1]];
-    } else if (ets.length === 1 && index === 1) {
+    } else if (ets.length === 1 && done === 1) {
       combo = [["model_output", 0.5], [ets[0], 0.5]];
       sample = "cur_sample";
     } else {
@@ -187,9 +168,8 @@ export class PNDMScheduler implements Scheduler {
     ];
   }
 
-  /** Starts the step sequence over and forgets the history. */
-  reset(): void {
-    this.#next = 0;
+  /** Forgets the output history. */
+  protected override forget(): void {
     this.#ets = [];
     this.#appended = 0;
   }

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
 import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
-import { sampleLatents } from "../../src/pipeline/sample.ts";
+import { sampleLatents, schedulerFor } from "../../src/pipeline/sample.ts";
 import type { Rng } from "../../src/rng/torch_randn.ts";
 import { GPU_TEST, testRuntime } from "../gpu_util.ts";
-import { assertClose, errorStats, fixture, FIXTURES, modelDir } from "../util.ts";
+import { assertClose, dumpDir, errorStats, fixture, modelDir } from "../util.ts";
 
 const RUNS = [
   "tiny-sd15__pndm",
@@ -15,13 +15,14 @@ const RUNS = [
   "tiny-sd15__dpmpp2m",
   "tiny-sd15__lcm",
   "tiny-sd2__ddim_v",
+  "tiny-sd15-vae4__pndm", // a 3-level VAE: latent factor 4, 128×128 images from 32×32 latents
 ];
 
 /** An rng that replays the fixture's draws: the initial noise, then every in-step draw. */
-async function replayRng(run: string): Promise<{ rng: Rng; left: () => number }> {
-  const draws: Float32Array[] = [(await fixture(`dumps/${run}/latents_init_noise.npy`)).data];
+async function replayRng(base: URL): Promise<{ rng: Rng; left: () => number }> {
+  const draws: Float32Array[] = [(await fixture("latents_init_noise.npy", base)).data];
   try {
-    const steps = await fixture(`dumps/${run}/step_noise.npy`);
+    const steps = await fixture("step_noise.npy", base);
     const per = steps.shape.slice(1).reduce((a, b) => a * b, 1);
     for (let k = 0; k < steps.shape[0]; k++) draws.push(steps.data.slice(k * per, (k + 1) * per));
   } catch (e) {
@@ -54,23 +55,23 @@ function pipeFor(model: string): Promise<Pipeline> {
 
 for (const run of RUNS) {
   const model = run.split("__")[0];
+  const base = dumpDir(run);
   Deno.test({
     name: `pipeline ${run}: every step, the final latents and the image match diffusers (f32)`,
-    ignore: modelDir(model) === undefined,
+    ignore: modelDir(model) === undefined || base === undefined,
     ...GPU_TEST,
     fn: async () => {
-      const manifest = JSON.parse(
-        await Deno.readTextFile(new URL(`dumps/${run}/manifest.json`, FIXTURES)),
-      );
+      const manifest = JSON.parse(await Deno.readTextFile(new URL("manifest.json", base!)));
       const args = manifest.args;
       const pipe = await pipeFor(model);
       const embeds = await encodePrompt(pipe, args.prompt, {
         negativePrompt: args.negative_prompt ?? "",
       });
-      const { rng, left } = await replayRng(run);
-      const stepsOut = await fixture(`dumps/${run}/step_latents_out.npy`);
+      const { rng, left } = await replayRng(base!);
+      const stepsOut = await fixture("step_latents_out.npy", base);
       const per = stepsOut.shape.slice(1).reduce((a, b) => a * b, 1);
       const errors: string[] = [];
+      let worst = 0;
       let last;
       for await (
         const s of sampleLatents(pipe, embeds, {
@@ -86,11 +87,12 @@ for (const run of RUNS) {
         const got = await s.latents.read();
         const ref = stepsOut.data.subarray(s.index * per, (s.index + 1) * per);
         const st = errorStats(got, ref);
+        worst = Math.max(worst, st.maxAbs / st.scale);
         errors.push(
           `step ${s.index}: max |Δ| ${st.maxAbs.toExponential(2)} of scale ${st.scale.toFixed(3)}`,
         );
         assertClose(got, ref, {
-          atol: 2e-4 * st.scale,
+          atol: 1e-4 * st.scale,
           rtol: 0,
           label: `${run} step ${s.index}\n${errors.join("\n")}`,
         });
@@ -98,7 +100,7 @@ for (const run of RUNS) {
       }
       assert.equal(errors.length, manifest.timesteps.length);
       assert.equal(left(), 0, "every reference draw was used");
-      const final = await fixture(`dumps/${run}/latents_final.npy`);
+      const final = await fixture("latents_final.npy", base);
       const got = await last!.read();
       assertClose(got, final.data, {
         atol: 2e-4 * errorStats(got, final.data).scale,
@@ -108,15 +110,17 @@ for (const run of RUNS) {
       const image = await decodeLatents(pipe, last!);
       last!.dispose();
       embeds.dispose();
-      const float = await fixture(`dumps/${run}/image_float.npy`);
+      assert.deepEqual([image.height, image.width], [manifest.height, manifest.width]);
+      const float = await fixture("image_float.npy", base);
       assertClose(image.float, float.data, { atol: 2e-4, rtol: 0, label: "image_float" });
-      const u8 = await fixture(`dumps/${run}/image_uint8.npy`);
+      const u8 = await fixture("image_uint8.npy", base);
       let off = 0;
       for (let i = 0; i < u8.data.length; i++) {
         const px = Math.floor(i / 3), c = i % 3;
         if (Math.abs(image.data[px * 4 + c] - u8.data[i]) > 1) off++;
       }
       assert.equal(off, 0, `${off} pixel values differ from image_uint8 by more than 1`);
+      console.log(`${run}: worst step latent |Δ| ${worst.toExponential(2)} of scale`);
     },
   });
 }
@@ -204,4 +208,31 @@ Deno.test({
     await bad({ latents: new Float32Array(3) }, /latents have 3 values/);
     embeds.dispose();
   },
+});
+
+Deno.test("pipeline: the scheduler option takes a diffusers config object over the model's", () => {
+  const pipe = {
+    schedulerConfig: {
+      _class_name: "PNDMScheduler",
+      beta_start: 0.00085,
+      beta_end: 0.012,
+      beta_schedule: "scaled_linear",
+      skip_prk_steps: true,
+      steps_offset: 1,
+    },
+  } as unknown as Pipeline;
+  assert.equal(schedulerFor(pipe, { steps: 4 }).kind, "pndm");
+  const s = schedulerFor(pipe, {
+    steps: 4,
+    scheduler: { _class_name: "EulerDiscreteScheduler", timestep_spacing: "trailing" },
+  });
+  assert.equal(s.kind, "euler");
+  assert.deepEqual(s.timesteps, [999, 749, 499, 249]);
+  assert.equal(s.config.beta_schedule, "scaled_linear", "the model's keys stay");
+  const k = schedulerFor(pipe, { steps: 4, scheduler: "DPM++ 2M Karras" });
+  assert.equal(k.config.use_karras_sigmas, true);
+  assert.throws(
+    () => schedulerFor(pipe, { steps: 4, scheduler: { timestep_spacing: "trailing" } }),
+    /_class_name/,
+  );
 });

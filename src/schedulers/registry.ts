@@ -1,0 +1,328 @@
+/**
+ * The sampler registry: one row per sampler, naming its class, the diffusers class, the names
+ * AUTOMATIC1111 and stable-diffusion.cpp use for it, which options apply, and any config it
+ * presets. Name lookup, option checks, the factory and the help texts all read this table; adding
+ * a sampler is one file (the class) and one row here (see `README.md` in this folder).
+ *
+ * @module
+ */
+import type { Scheduler, SchedulerConfig } from "./common.ts";
+import { DDIMScheduler } from "./ddim.ts";
+import { DPMSolverMultistepScheduler } from "./dpmpp_2m.ts";
+import { EulerDiscreteScheduler } from "./euler.ts";
+import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
+import { LCMScheduler } from "./lcm.ts";
+import { PNDMScheduler } from "./pndm.ts";
+
+/**
+ * An option of {@link createScheduler} that only some samplers take.
+ *
+ * @example
+ * ```ts
+ * import type { SamplerOption } from "./registry.ts";
+ * const o: SamplerOption = "karras";
+ * ```
+ */
+export type SamplerOption = "karras" | "eta" | "originalInferenceSteps";
+
+/**
+ * Options of {@link createScheduler}.
+ *
+ * @example
+ * ```ts
+ * import type { CreateSchedulerOptions } from "./registry.ts";
+ * const o: CreateSchedulerOptions = { steps: 30, karras: true };
+ * ```
+ */
+export interface CreateSchedulerOptions {
+  /** Number of inference steps. */
+  steps: number;
+  /** DDIM's η (other samplers accept only 0). */
+  eta?: number;
+  /** Karras sigmas (samplers whose row lists `"karras"`); overrides the config and the name. */
+  karras?: boolean;
+  /** LCM's distillation grid size, overriding `original_inference_steps`. */
+  originalInferenceSteps?: number;
+}
+
+/**
+ * One registry row.
+ *
+ * @example
+ * ```ts
+ * import { SAMPLERS, type SamplerInfo } from "./registry.ts";
+ * const euler: SamplerInfo = SAMPLERS.find((s) => s.kind === "euler")!;
+ * console.log(euler.a1111, euler.sdcpp); // "Euler" ["euler"]
+ * ```
+ */
+export interface SamplerInfo {
+  /** Our name (also accepted with `_karras` appended where Karras sigmas apply). */
+  readonly kind: string;
+  /** The diffusers class it reproduces (`_class_name` in `scheduler_config.json`). */
+  readonly diffusers: string;
+  /** AUTOMATIC1111's sampler name (its infotext's `Sampler:`); "X Karras" is accepted too. */
+  readonly a1111: string;
+  /** stable-diffusion.cpp's `--sampling-method` names for it (none where it has no equivalent). */
+  readonly sdcpp: readonly string[];
+  /** Other accepted names. */
+  readonly aliases?: readonly string[];
+  /** The options it takes beyond `steps`. */
+  readonly options: readonly SamplerOption[];
+  /** Config keys the sampler sets over the model's config when chosen by name. */
+  readonly preset?: Readonly<Record<string, unknown>>;
+  /** Whether it draws fresh noise inside its steps (ancestral / SDE samplers). */
+  readonly stochastic: boolean;
+  /** One-line description for help texts. */
+  readonly about: string;
+  /** Builds the scheduler from a config (the preset already applied) and options. */
+  create(config: SchedulerConfig, options: CreateSchedulerOptions): Scheduler;
+}
+
+/**
+ * Every sampler, in the order help texts list them.
+ *
+ * @example
+ * ```ts
+ * import { SAMPLERS } from "./registry.ts";
+ * for (const s of SAMPLERS) console.log(s.kind, s.a1111, s.sdcpp.join(" "));
+ * ```
+ */
+export const SAMPLERS: readonly SamplerInfo[] = [
+  {
+    kind: "euler",
+    diffusers: "EulerDiscreteScheduler",
+    a1111: "Euler",
+    sdcpp: ["euler"],
+    options: ["karras"],
+    stochastic: false,
+    about: "Euler's method on the probability-flow ODE",
+    create: (c, o) => new EulerDiscreteScheduler(c, o),
+  },
+  {
+    kind: "euler_a",
+    diffusers: "EulerAncestralDiscreteScheduler",
+    a1111: "Euler a",
+    sdcpp: ["euler_a"],
+    options: [],
+    stochastic: true,
+    about: "Euler ancestral: an Euler step, then fresh noise",
+    create: (c, o) => new EulerAncestralDiscreteScheduler(c, o),
+  },
+  {
+    kind: "dpmpp_2m",
+    diffusers: "DPMSolverMultistepScheduler",
+    a1111: "DPM++ 2M",
+    sdcpp: ["dpm++2m"],
+    options: ["karras"],
+    preset: { algorithm_type: "dpmsolver++" },
+    stochastic: false,
+    about: "DPM-Solver++ multistep, second order",
+    create: (c, o) => new DPMSolverMultistepScheduler(c, o),
+  },
+  {
+    kind: "ddim",
+    diffusers: "DDIMScheduler",
+    a1111: "DDIM",
+    sdcpp: [],
+    options: ["eta"],
+    stochastic: false,
+    about: "DDIM, deterministic at η = 0",
+    create: (c, o) => new DDIMScheduler(c, o),
+  },
+  {
+    kind: "ddim_trailing",
+    diffusers: "DDIMScheduler",
+    a1111: "DDIM",
+    sdcpp: ["ddim_trailing"],
+    options: ["eta"],
+    preset: { timestep_spacing: "trailing" },
+    stochastic: false,
+    about: "DDIM with trailing timesteps (starts at t = 999)",
+    create: (c, o) => new DDIMScheduler(c, o),
+  },
+  {
+    kind: "pndm",
+    diffusers: "PNDMScheduler",
+    a1111: "PLMS",
+    sdcpp: [],
+    aliases: ["plms"],
+    options: [],
+    preset: { skip_prk_steps: true },
+    stochastic: false,
+    about: "pseudo linear multistep (the SD 1.x default); one extra U-Net call",
+    create: (c, o) => new PNDMScheduler(c, o),
+  },
+  {
+    kind: "lcm",
+    diffusers: "LCMScheduler",
+    a1111: "LCM",
+    sdcpp: ["lcm"],
+    options: ["originalInferenceSteps"],
+    stochastic: true,
+    about: "latent consistency models (LCM, LCM-LoRA), 2–8 steps",
+    create: (c, o) => new LCMScheduler(c, o),
+  },
+];
+
+/** What a name resolves to: the row, whether the name asked for Karras sigmas, the preset. */
+export interface ResolvedSampler {
+  /** The registry row. */
+  info: SamplerInfo;
+  /** Our kind (`info.kind`). */
+  kind: string;
+  /** The name said "Karras" (`"DPM++ 2M Karras"`, `"euler_karras"`). */
+  karras?: boolean;
+  /** Config keys to set over the model's config (absent when a diffusers class name was given). */
+  preset?: Readonly<Record<string, unknown>>;
+}
+
+const norm = (s: string) => String(s).trim().toLowerCase().replace(/\s+/g, " ");
+
+/** The lookup table: every accepted name, lower-cased. */
+function nameTable(): Map<string, ResolvedSampler> {
+  const table = new Map<string, ResolvedSampler>();
+  const add = (name: string, r: ResolvedSampler) => {
+    if (!table.has(norm(name))) table.set(norm(name), r);
+  };
+  for (const info of SAMPLERS) {
+    const byName = { info, kind: info.kind, preset: info.preset };
+    for (const n of [info.kind, info.a1111, ...info.sdcpp, ...(info.aliases ?? [])]) add(n, byName);
+    if (info.options.includes("karras")) {
+      const k = { ...byName, karras: true };
+      add(`${info.kind}_karras`, k);
+      add(`${info.a1111} Karras`, k);
+    }
+  }
+  // a diffusers class name picks the first row of that class and keeps the config as it is
+  for (const info of SAMPLERS) add(info.diffusers, { info, kind: info.kind });
+  return table;
+}
+
+let names: Map<string, ResolvedSampler> | undefined;
+
+/**
+ * The names {@link resolveSchedulerName} accepts (case-insensitive), grouped by origin.
+ *
+ * @example
+ * ```ts
+ * import { SCHEDULER_NAMES } from "./registry.ts";
+ * console.log(SCHEDULER_NAMES.sdcpp.join(", ")); // euler, euler_a, dpm++2m, …
+ * ```
+ */
+export const SCHEDULER_NAMES: Readonly<
+  Record<"ours" | "a1111" | "sdcpp" | "diffusers", readonly string[]>
+> = {
+  ours: SAMPLERS.map((s) => s.kind),
+  a1111: [
+    ...new Set(
+      SAMPLERS.flatMap((s) =>
+        s.options.includes("karras") ? [s.a1111, `${s.a1111} Karras`] : [s.a1111]
+      ),
+    ),
+  ],
+  sdcpp: SAMPLERS.flatMap((s) => s.sdcpp),
+  diffusers: [...new Set(SAMPLERS.map((s) => s.diffusers))],
+};
+
+/**
+ * Resolves a sampler name — ours, AUTOMATIC1111's (with or without "Karras"), stable-diffusion.cpp's
+ * or a diffusers class name, any case — to its registry row.
+ *
+ * @example
+ * ```ts
+ * import { resolveSchedulerName } from "./registry.ts";
+ * const r = resolveSchedulerName("DPM++ 2M Karras");
+ * console.log(r.kind, r.karras); // "dpmpp_2m" true
+ * ```
+ */
+export function resolveSchedulerName(name: string): ResolvedSampler {
+  names ??= nameTable();
+  const hit = names.get(norm(name));
+  if (!hit) {
+    const n = SCHEDULER_NAMES;
+    throw new RangeError(
+      `unknown scheduler ${JSON.stringify(name)}; valid names (any case): ${n.ours.join(", ")}; ` +
+        `A1111: ${n.a1111.join(", ")}; stable-diffusion.cpp: ${n.sdcpp.join(", ")}; ` +
+        `diffusers: ${n.diffusers.join(", ")}`,
+    );
+  }
+  return { ...hit };
+}
+
+/**
+ * The registry row of a built scheduler (by its `kind`).
+ *
+ * @example
+ * ```ts
+ * import { createScheduler, samplerInfo } from "./registry.ts";
+ * const s = createScheduler("euler", {}, { steps: 4 });
+ * console.log(samplerInfo(s).a1111); // "Euler"
+ * ```
+ */
+export function samplerInfo(scheduler: Pick<Scheduler, "kind">): SamplerInfo {
+  const info = SAMPLERS.find((s) => s.kind === scheduler.kind);
+  if (!info) throw new Error(`internal: scheduler kind "${scheduler.kind}" has no registry row`);
+  return info;
+}
+
+/**
+ * AUTOMATIC1111's name for a built scheduler, with " Karras" when it uses Karras sigmas: what
+ * the infotext's `Sampler:` field holds.
+ *
+ * @example
+ * ```ts
+ * import { a1111Name, createScheduler } from "./registry.ts";
+ * console.log(a1111Name(createScheduler("dpm++2m", {}, { steps: 4, karras: true })));
+ * // "DPM++ 2M Karras"
+ * ```
+ */
+export function a1111Name(scheduler: Pick<Scheduler, "kind" | "config">): string {
+  const karras = scheduler.config.use_karras_sigmas === true;
+  return `${samplerInfo(scheduler).a1111}${karras ? " Karras" : ""}`;
+}
+
+/**
+ * Builds a scheduler by name from a diffusers `scheduler_config.json` (any class's: like
+ * diffusers' `from_config`, unknown keys are ignored and missing ones take the chosen class's
+ * defaults; a name other than a class name applies its row's preset over the config) and sets
+ * `options.steps` timesteps. Options a sampler does not take are refused with the fix.
+ *
+ * @example
+ * ```ts
+ * import { createScheduler } from "./registry.ts";
+ * const sdTurbo = {
+ *   _class_name: "EulerDiscreteScheduler", beta_start: 0.00085, beta_end: 0.012,
+ *   beta_schedule: "scaled_linear", timestep_spacing: "trailing", steps_offset: 1,
+ * };
+ * const s = createScheduler(sdTurbo._class_name, sdTurbo, { steps: 1 });
+ * console.log(s.timesteps); // [999]
+ * ```
+ */
+export function createScheduler(
+  name: string,
+  config: SchedulerConfig,
+  options: CreateSchedulerOptions,
+): Scheduler {
+  const { info, karras: nameKarras, preset } = resolveSchedulerName(name);
+  if (!options || typeof options !== "object") {
+    throw new TypeError("createScheduler: options must be an object with at least { steps }");
+  }
+  if (nameKarras && options.karras === false) {
+    throw new RangeError(`createScheduler: "${name}" asks for Karras sigmas but karras is false`);
+  }
+  const karras = options.karras ?? nameKarras;
+  const given: [SamplerOption, boolean][] = [
+    ["karras", karras === true],
+    ["eta", options.eta !== undefined && options.eta !== 0],
+    ["originalInferenceSteps", options.originalInferenceSteps !== undefined],
+  ];
+  for (const [opt, set] of given) {
+    if (set && !info.options.includes(opt)) {
+      const takers = SAMPLERS.filter((s) => s.options.includes(opt)).map((s) => s.kind);
+      throw new RangeError(
+        `createScheduler: ${opt} applies to ${takers.join(", ")}, not ${info.kind}; drop ${opt}`,
+      );
+    }
+  }
+  return info.create({ ...config, ...preset }, { ...options, karras });
+}
