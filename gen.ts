@@ -1,10 +1,12 @@
 /**
  * `deno run -A gen.ts "a prompt" --model PATH`: text to image from the command line. `--help` lists
- * every flag.
+ * every flag, with the spellings of stable-diffusion.cpp and AUTOMATIC1111 beside ours. The flags
+ * are one table (`src/cli/options.ts`); everything a flag or the destination can get wrong is
+ * refused before the model loads; images are written without ever replacing a file.
  *
  * @module
  */
-import { formatA1111Parameters, writePngFile } from "./src/io/png.ts";
+import { encodePng, formatA1111Parameters } from "./src/io/png.ts";
 import { Profiler } from "./src/gpu/profiler.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
@@ -13,58 +15,19 @@ import { sampleLatents, schedulerFor, sizeFactor } from "./src/pipeline/sample.t
 import { loadTaesdDecoder } from "./src/models/taesd.ts";
 import { a1111Name } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
-import { helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
+import { type FlagValues, helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
 import { FLAGS, MAX_SEED } from "./src/cli/options.ts";
+import { type OutputTarget, prepareOutput } from "./src/cli/output.ts";
+import { formatSeconds, Progress } from "./src/cli/progress.ts";
+import { onInterrupt } from "./src/cli/interrupt.ts";
+import { describeError } from "./src/cli/errors.ts";
 
 const USAGE = `denoise: Stable Diffusion on WebGPU
 
 usage: deno run -A gen.ts "a prompt" [flags]
        deno run -A gen.ts -p "a prompt" -m MODEL -W 512 -H 512 -s 42 -o out.png   (sd.cpp style)`;
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The output paths: a file (numbered when count > 1) or numbered names in a folder. */
-async function outputPaths(out: string, count: number, seeds: bigint[]): Promise<string[]> {
-  if (out.toLowerCase().endsWith(".png")) {
-    if (count === 1) return [out];
-    const stem = out.slice(0, -4);
-    return seeds.map((_, i) => `${stem}-${String(i + 1).padStart(4, "0")}.png`);
-  }
-  await Deno.mkdir(out, { recursive: true });
-  let next = 0;
-  for await (const e of Deno.readDir(out)) {
-    const m = /^(\d{5})-/.exec(e.name);
-    if (m) next = Math.max(next, Number(m[1]) + 1);
-  }
-  return seeds.map((s, i) =>
-    `${out.replace(/\/+$/, "")}/${String(next + i).padStart(5, "0")}-${s}.png`
-  );
-}
-
-function progress(i: number, total: number, start: number, label: string) {
-  const done = i + 1;
-  const secs = (performance.now() - start) / 1000;
-  const rate = done / secs;
-  const eta = (total - done) / rate;
-  const line = `${label} step ${done}/${total}  ${rate.toFixed(2)} it/s  ETA ${eta.toFixed(1)} s`;
-  if (Deno.stderr.isTerminal()) {
-    const width = 24;
-    const filled = Math.round((done / total) * width);
-    const bar = "█".repeat(filled) + "░".repeat(width - filled);
-    Deno.stderr.writeSync(
-      new TextEncoder().encode(`\r${bar} ${line}${done === total ? "\n" : ""}`),
-    );
-  } else {
-    console.error(line);
-  }
-}
+const stderr = (text: string) => Deno.stderr.writeSync(new TextEncoder().encode(text));
 
 /**
  * Runs the command line on `args` (as `Deno.args`); bad flags throw a {@link UsageError} whose
@@ -100,35 +63,58 @@ async function main(args: string[]): Promise<void> {
   if (!(await exists(model))) {
     throw new UsageError(`${spelled.model} ${model}: no such file or folder`);
   }
-  const { steps, cfg, count, clipSkip, width, height } = values;
   const seed0 = values.seed ?? BigInt(crypto.getRandomValues(new Uint32Array(1))[0]);
-  if (seed0 + BigInt(count - 1) > MAX_SEED) {
+  if (seed0 + BigInt(values.count - 1) > MAX_SEED) {
     throw new UsageError(
-      `seeds ${seed0} … ${seed0 + BigInt(count - 1)} run past ${MAX_SEED}, torch's last seed: ` +
-        `lower the seed or the count`,
+      `seeds ${seed0} … ${seed0 + BigInt(values.count - 1)} run past ${MAX_SEED}, torch's last ` +
+        `seed: lower the seed or the count`,
     );
   }
-  const seeds = Array.from({ length: count }, (_, i) => seed0 + BigInt(i));
-  const paths = await outputPaths(values.out, count, seeds);
-  for (const p of paths) {
-    if (!values.overwrite && await exists(p)) {
-      throw new UsageError(`${p} exists: pass --overwrite to replace it, or choose another --out`);
-    }
+  const out = await prepareOutput(values.out, {
+    count: values.count,
+    overwrite: values.overwrite,
+    flag: spelled.out ?? "--out",
+  });
+  const progress = new Progress({ write: stderr });
+  using _ = onInterrupt([() => progress.interrupt(), () => out.abandon()]);
+  try {
+    await generate(values, { prompt, model, seed0, out, progress, spelled });
+  } catch (e) {
+    progress.interrupt();
+    out.abandon();
+    throw e;
   }
+}
 
+/** What {@link generate} needs besides the flags. */
+interface Run {
+  prompt: string;
+  model: string;
+  seed0: bigint;
+  out: OutputTarget;
+  progress: Progress;
+  spelled: Partial<Record<keyof typeof FLAGS, string>>;
+}
+
+/** Loads the model, then samples, decodes and writes each image, reporting as it goes. */
+async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<void> {
+  const { prompt, progress, out, spelled } = run;
+  const { steps, cfg, count, clipSkip, width, height } = values;
   const t0 = performance.now();
-  const pipe = await loadPipeline(model, {
+  const pipe = await loadPipeline(run.model, {
     dtype: values.dtype,
     tokenizer: values.tokenizer,
     configFrom: values.configFrom,
   });
-  console.error(
+  const loadSecs = (performance.now() - t0) / 1000;
+  stderr(
     `loaded ${pipe.name} (${pipe.dtype}) on ${pipe.rt.gpu.adapterName} in ${
-      ((performance.now() - t0) / 1000).toFixed(1)
-    } s`,
+      formatSeconds(loadSecs)
+    }\n`,
   );
   const profiler = values.profile ? new Profiler() : null;
   pipe.rt.profiler = profiler;
+  let sampleSecs = 0, decodeSecs = 0, calls = 0;
   try {
     const latent = latentFactor(pipe);
     const factor = sizeFactor(pipe);
@@ -156,38 +142,75 @@ async function main(args: string[]): Promise<void> {
     const sched = schedulerFor(pipe, sampleOpts);
     const samplerName = a1111Name(sched);
     for (let k = 0; k < count; k++) {
-      console.error(`seed ${seeds[k]}`);
-      const start = performance.now();
+      const seed = run.seed0 + BigInt(k);
+      const label = `[${k + 1}/${count}]`;
+      stderr(`seed ${seed}\n`);
       let last: Tensor | undefined;
-      for await (const s of sampleLatents(pipe, embeds, { ...sampleOpts, seed: seeds[k] })) {
+      progress.begin(label, sched.timesteps.length);
+      for await (const s of sampleLatents(pipe, embeds, { ...sampleOpts, seed })) {
         last = s.latents;
-        progress(s.index, s.total, start, `[${k + 1}/${count}]`);
+        progress.step(s.index + 1);
+        calls++;
+        await macrotask(); // Ctrl-C and SIGTERM are handled between steps
       }
+      const sampled = progress.elapsed();
+      sampleSecs += sampled;
+      const [, , h, w] = last!.shape;
+      const f = taesd ? 8 : latentFactor(pipe);
+      progress.phase(`decoding ${f * w}×${f * h} with ${taesd ? "TAESD" : "the VAE"}`);
+      const t1 = performance.now();
       const image = await decodeLatents(pipe, last!, { taesd });
       last!.dispose();
+      const decoded = (performance.now() - t1) / 1000;
+      decodeSecs += decoded;
       const text = formatA1111Parameters({
         prompt,
         negativePrompt: values.negative,
         steps,
         sampler: samplerName,
         cfg,
-        seed: seeds[k],
+        seed,
         width: image.width,
         height: image.height,
         model: pipe.name,
         clipSkip,
       });
-      await writePngFile(paths[k], image, {
-        text: { parameters: text },
-        overwrite: values.overwrite,
-      });
-      console.log(paths[k]);
+      const bytes = encodePng(image, { text: { parameters: text } });
+      const path = await out.write(bytes, { seed, index: k, notice: (m) => progress.note(m) });
+      progress.end(
+        `${steps} steps in ${formatSeconds(sampled)}, decoded in ${formatSeconds(decoded)}`,
+      );
+      console.log(path);
     }
     embeds.dispose();
     taesd?.dispose();
-    if (profiler) console.error(profiler.table());
+    if (profiler) stderr(`${profiler.table()}\n`);
   } finally {
     pipe.dispose();
+  }
+  const total = loadSecs + sampleSecs + decodeSecs;
+  stderr(
+    `done: ${count} image${count === 1 ? "" : "s"} in ${formatSeconds(total)} (load ${
+      formatSeconds(loadSecs)
+    }, sampling ${formatSeconds(sampleSecs)} at ${(calls / sampleSecs).toFixed(2)} it/s, ` +
+      `decoding ${formatSeconds(decodeSecs)})\n`,
+  );
+}
+
+/**
+ * Waits for one turn of the event loop: a step's promises may all be settled already, and a loop
+ * of microtasks alone never lets signal handlers run.
+ */
+function macrotask(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -195,9 +218,9 @@ if (import.meta.main) {
   try {
     await main(Deno.args);
   } catch (e) {
-    const msg = e instanceof Error ? e.message : String(e);
-    console.error(`error: ${msg}`);
-    Deno.exit(e instanceof UsageError || e instanceof TypeError ? 2 : 1);
+    const { code, text } = describeError(e);
+    console.error(text);
+    Deno.exit(code);
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * PNG reading and writing with text metadata: pixels through `pngjs`, plus `tEXt` / `iTXt` chunks
  * (A1111's `parameters` infotext) that pngjs neither writes nor reads, a CRC check of every
- * chunk, an atomic file writer that refuses to replace files, and A1111's infotext format.
+ * chunk, a safe file writer that never replaces files unless asked, and A1111's infotext format.
  *
  * @example
  * ```ts
@@ -26,7 +26,7 @@
 import { PNG } from "pngjs";
 import { Buffer } from "node:buffer";
 import { inflateSync } from "node:zlib";
-import { basename, dirname, join } from "node:path";
+import { writeFileExclusive } from "./files.ts";
 import { fileURLToPath } from "node:url";
 
 /** An 8-bit RGBA image, rows top to bottom, 4 bytes per pixel. */
@@ -291,19 +291,11 @@ export function decodePng(bytes: Uint8Array): DecodedPng {
   return { width: png.width, height: png.height, data: new Uint8Array(png.data), text };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
 /**
- * Writes a PNG file atomically: the bytes go to a temporary file in the same folder, which is
- * then renamed over the target. An existing file is an error unless `overwrite` is set.
+ * Writes a PNG file safely: the bytes go to a temporary file in the same folder, are flushed to
+ * disk, and then appear under `path` by an exclusive link, so an existing file — even one created
+ * by another process while this one worked — is never replaced (an `AlreadyExists` error) unless
+ * `overwrite` is set (then an atomic rename replaces it). See {@link writeFileExclusive}.
  *
  * @example
  * ```ts
@@ -318,29 +310,7 @@ export async function writePngFile(
   options: WritePngFileOptions = {},
 ): Promise<void> {
   const target = path instanceof URL ? fileURLToPath(path) : path;
-  const refuse = () =>
-    new Deno.errors.AlreadyExists(
-      `${target} already exists: pass { overwrite: true } to replace it, or choose another name`,
-    );
-  if (!options.overwrite && await exists(target)) throw refuse();
-  const bytes = encodePng(image, options);
-  const dir = dirname(target);
-  const temp = join(dir, `.${basename(target)}.${crypto.randomUUID().slice(0, 8)}.tmp`);
-  try {
-    await Deno.writeFile(temp, bytes, { createNew: true });
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Deno.errors.NotFound(`cannot write ${target}: folder ${dir} does not exist`);
-    }
-    throw e;
-  }
-  try {
-    if (!options.overwrite && await exists(target)) throw refuse();
-    await Deno.rename(temp, target);
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {});
-    throw e;
-  }
+  await writeFileExclusive(target, encodePng(image, options), { overwrite: options.overwrite });
 }
 
 /** A1111's `quote`: values with a comma, colon or newline are written as JSON strings. */

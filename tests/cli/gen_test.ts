@@ -3,7 +3,7 @@ import { SHARED, sharedAvailable } from "../util.ts";
 import { gen, MODEL, ok, parameters, usage } from "./gen_util.ts";
 
 const TAESD = "data/taesd/taesd_decoder.safetensors";
-const PROGRESS = /^\[(\d+)\/(\d+)\] step (\d+)\/(\d+) {2}\d+\.\d\d it\/s {2}ETA \d+\.\d s$/;
+const PROGRESS = /^\[(\d+)\/(\d+)\] step (\d+)\/(\d+) {2}\d+\.\d\d it\/s {2}ETA \d+\.\d+ s$/;
 
 Deno.test({
   name: "gen: a run writes a numbered PNG with A1111 parameters, never overwriting, with progress",
@@ -38,6 +38,13 @@ Deno.test({
       const last = PROGRESS.exec(lines.at(-1)!)!;
       assert.equal(last[3], last[4], "the last progress line is the last step");
       assert.ok(!first.stderr.includes("\r"), "no carriage returns when stderr is not a TTY");
+      assert.ok(lines.length <= 5, "a few plain lines, not one per step");
+      assert.match(first.stderr, /^\[1\/1\] decoding 128×128 with the VAE$/m);
+      assert.match(first.stderr, /^\[1\/1\] 2 steps in \d+\.\d+ s, decoded in \d+\.\d+ s$/m);
+      assert.match(
+        first.stderr,
+        /^done: 1 image in [\d.]+ s \(load [\d.]+ s, sampling [\d.]+ s at [\d.]+ it\/s, decoding [\d.]+ s\)\n$/m,
+      );
       assert.match(first.stderr, /^seed 7$/m);
 
       const bytes = await Deno.readFile(path);
