@@ -11,11 +11,12 @@ import { Profiler } from "./src/gpu/profiler.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
 import { latentFactor, loadPipeline } from "./src/pipeline/load.ts";
-import { sampleLatents, schedulerFor, sizeFactor } from "./src/pipeline/sample.ts";
+import { sampleLatents } from "./src/pipeline/sample.ts";
 import { loadTaesdDecoder } from "./src/models/taesd.ts";
 import { a1111Name } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
+import { type Checked, preflight } from "./src/cli/preflight.ts";
 import { FLAGS, MAX_SEED } from "./src/cli/options.ts";
 import { type OutputTarget, prepareOutput } from "./src/cli/output.ts";
 import { formatSeconds, Progress } from "./src/cli/progress.ts";
@@ -54,15 +55,6 @@ async function main(args: string[]): Promise<void> {
   }
   const prompt = values.prompt ?? positionals.join(" ");
   if (!prompt) throw new UsageError(`no prompt given: deno run -A gen.ts "a prompt" --model PATH`);
-  const model = values.model;
-  if (!model) {
-    throw new UsageError(
-      "no model given: pass --model PATH (a diffusers folder or .safetensors) or set DENOISE_MODEL",
-    );
-  }
-  if (!(await exists(model))) {
-    throw new UsageError(`${spelled.model} ${model}: no such file or folder`);
-  }
   const seed0 = values.seed ?? BigInt(crypto.getRandomValues(new Uint32Array(1))[0]);
   if (seed0 + BigInt(values.count - 1) > MAX_SEED) {
     throw new UsageError(
@@ -70,6 +62,7 @@ async function main(args: string[]): Promise<void> {
         `seed: lower the seed or the count`,
     );
   }
+  const checked = await preflight(values, spelled);
   const out = await prepareOutput(values.out, {
     count: values.count,
     overwrite: values.overwrite,
@@ -78,7 +71,7 @@ async function main(args: string[]): Promise<void> {
   const progress = new Progress({ write: stderr });
   using _ = onInterrupt([() => progress.interrupt(), () => out.abandon()]);
   try {
-    await generate(values, { prompt, model, seed0, out, progress, spelled });
+    await generate(values, { prompt, checked, seed0, out, progress });
   } catch (e) {
     progress.interrupt();
     out.abandon();
@@ -89,19 +82,20 @@ async function main(args: string[]): Promise<void> {
 /** What {@link generate} needs besides the flags. */
 interface Run {
   prompt: string;
-  model: string;
+  checked: Checked;
   seed0: bigint;
   out: OutputTarget;
   progress: Progress;
-  spelled: Partial<Record<keyof typeof FLAGS, string>>;
 }
 
 /** Loads the model, then samples, decodes and writes each image, reporting as it goes. */
 async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<void> {
-  const { prompt, progress, out, spelled } = run;
-  const { steps, cfg, count, clipSkip, width, height } = values;
+  const { prompt, progress, out, checked } = run;
+  const { steps, cfg, count, clipSkip } = values;
+  const { width, height, scheduler } = checked;
   const t0 = performance.now();
-  const pipe = await loadPipeline(run.model, {
+  const pipe = await loadPipeline(checked.model, {
+    runtime: checked.rt,
     dtype: values.dtype,
     tokenizer: values.tokenizer,
     configFrom: values.configFrom,
@@ -116,37 +110,18 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
   pipe.rt.profiler = profiler;
   let sampleSecs = 0, decodeSecs = 0, calls = 0;
   try {
-    const latent = latentFactor(pipe);
-    const factor = sizeFactor(pipe);
-    for (const [flag, v] of [["width", width], ["height", height]] as const) {
-      if (v !== undefined && v % latent !== 0) {
-        throw new UsageError(
-          `${spelled[flag]} ${v} is not a multiple of ${latent} (the VAE's latent factor)`,
-        );
-      }
-      if (v !== undefined && v % factor !== 0) {
-        throw new UsageError(
-          `${
-            spelled[flag]
-          } ${v} is not a multiple of ${factor} (this model's U-Net needs it); try ${
-            Math.max(factor, Math.round(v / factor) * factor)
-          }`,
-        );
-      }
-    }
     const taesd = values.taesd
       ? await loadTaesdDecoder(values.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
       : undefined;
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
     const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };
-    const sched = schedulerFor(pipe, sampleOpts);
-    const samplerName = a1111Name(sched);
+    const samplerName = a1111Name(scheduler);
     for (let k = 0; k < count; k++) {
       const seed = run.seed0 + BigInt(k);
       const label = `[${k + 1}/${count}]`;
       stderr(`seed ${seed}\n`);
       let last: Tensor | undefined;
-      progress.begin(label, sched.timesteps.length);
+      progress.begin(label, scheduler.timesteps.length);
       for await (const s of sampleLatents(pipe, embeds, { ...sampleOpts, seed })) {
         last = s.latents;
         progress.step(s.index + 1);
@@ -203,15 +178,6 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
  */
 function macrotask(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 if (import.meta.main) {

@@ -63,9 +63,11 @@ export {
   type LoadTokenizerOptions,
 } from "./src/tokenizer/mod.ts";
 export {
+  inspectModel,
   latentFactor,
   loadPipeline,
   type LoadPipelineOptions,
+  type ModelInfo,
   type Pipeline,
 } from "./src/pipeline/load.ts";
 export {
@@ -74,10 +76,12 @@ export {
   type PromptEmbeds,
 } from "./src/pipeline/encode.ts";
 export {
+  checkSampleOptions,
   runPlanGpu,
   sampleLatents,
   type SampleOptions,
   type SampleStep,
+  type SampleTarget,
   schedulerFor,
   sizeFactor,
 } from "./src/pipeline/sample.ts";
@@ -107,6 +111,7 @@ export {
 } from "./src/weights/source.ts";
 export { openSafetensors, type SafetensorsFile } from "./src/weights/safetensors.ts";
 export { StrictImportError } from "./src/weights/strict.ts";
+export { checkComponentConfig, checkModelConfigs } from "./src/weights/config_check.ts";
 export { linear, type LinearOptions, matmul, type MatmulOptions } from "./src/ops/gemm.ts";
 export { conv2d, type Conv2dOptions } from "./src/ops/conv2d.ts";
 export { groupNorm, layerNorm } from "./src/ops/norm.ts";

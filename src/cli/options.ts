@@ -40,17 +40,13 @@ export function parseSeed(raw: string): bigint | undefined {
   return v;
 }
 
-/** A size in pixels: a positive multiple of 8. */
+/** A size in pixels (the model's factor is checked once its config is read). */
 function parseSize(raw: string): number {
   const v = Number(raw);
-  if (!/^\+?\d+$/.test(raw.trim()) || !Number.isSafeInteger(v) || v < 8 || v > 16384) {
+  if (!/^\+?\d+$/.test(raw.trim()) || !Number.isSafeInteger(v) || v < 1 || v > 16384) {
     throw new Error(
-      `${JSON.stringify(raw)} is not a size: use a whole number of pixels, 8 … 16384`,
+      `${JSON.stringify(raw)} is not a size: use a whole number of pixels, 1 … 16384`,
     );
-  }
-  if (v % 8 !== 0) {
-    const lo = Math.max(8, v - (v % 8));
-    throw new Error(`${v} is not a multiple of 8 (the VAE's factor); try ${lo} or ${lo + 8}`);
   }
   return v;
 }

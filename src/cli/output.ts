@@ -20,6 +20,7 @@
 import { basename, dirname, join } from "node:path";
 import { tempName, writeFileExclusive } from "../io/files.ts";
 import { UsageError } from "./flags.ts";
+import { explainFsError } from "./paths.ts";
 
 /** Options of {@link prepareOutput}. */
 export interface PrepareOutputOptions {
@@ -65,27 +66,6 @@ async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
 
 function byteLength(s: string): number {
   return new TextEncoder().encode(s).length;
-}
-
-/** A file-system error in words a user can act on, naming `what`. */
-export function explainFsError(e: unknown, what: string): UsageError {
-  if (e instanceof Deno.errors.NotCapable) {
-    return new UsageError(
-      `${what}: deno was not given write access: run with -A or --allow-write`,
-      { cause: e },
-    );
-  }
-  if (e instanceof Deno.errors.PermissionDenied) {
-    return new UsageError(`${what}: permission denied (a read-only folder?)`, { cause: e });
-  }
-  const msg = e instanceof Error ? e.message : String(e);
-  if (/os error 30\b|read-only file system/i.test(msg)) {
-    return new UsageError(`${what}: the file system is read-only`, { cause: e });
-  }
-  if (e instanceof Deno.errors.NotADirectory || /os error 20\b/.test(msg)) {
-    return new UsageError(`${what}: a part of the path is a file, not a folder`, { cause: e });
-  }
-  return new UsageError(`${what}: ${msg}`, { cause: e });
 }
 
 /** `mkdir -p` that remembers which folders it made, outermost first. */

@@ -11,7 +11,7 @@ import { UNet2DConditionModel } from "../models/unet.ts";
 import { AutoencoderKL } from "../models/vae.ts";
 import { type ClipTokenizer, loadTokenizer } from "../tokenizer/mod.ts";
 import type { SchedulerConfig } from "../schedulers/mod.ts";
-import { openDiffusersFolder } from "../weights/diffusers.ts";
+import { type DiffusersFolder, openDiffusersFolder } from "../weights/diffusers.ts";
 import {
   closeModelSource,
   type ModelConfigs,
@@ -110,28 +110,9 @@ export async function loadPipeline(
   path: string,
   options: LoadPipelineOptions = {},
 ): Promise<Pipeline> {
-  if (/\.(ckpt|pt|pth|bin)$/i.test(path)) {
-    throw new Error(
-      `${path}: pickle checkpoints are refused (loading pickle can run code); convert it to ` +
-        `.safetensors first`,
-    );
-  }
   const rt = options.runtime ?? await Runtime.create({ device: options.device });
   if (options.dtype !== undefined && options.dtype !== "auto") rt.assertDType(options.dtype);
-  const helper = options.configFrom ? await openDiffusersFolder(options.configFrom) : undefined;
-  const source: ModelSource = await openModelSource(path, {
-    predictionType: options.predictionType,
-    configs: helper
-      ? {
-        unet: helper.configs.unet as ModelConfigs["unet"],
-        vae: helper.configs.vae as ModelConfigs["vae"],
-        text_encoder: helper.configs.text_encoder as ModelConfigs["text_encoder"],
-        scheduler: helper.configs.scheduler as ModelConfigs["scheduler"],
-      }
-      : undefined,
-  }).catch((e) => {
-    throw unrecognisedHint(e);
-  });
+  const { source, helper } = await openPipelineSource(path, options);
   const disposers: (() => void)[] = [];
   try {
     const configs = source.configs;
@@ -169,7 +150,7 @@ export async function loadPipeline(
     disposers.push(() => textEncoder.dispose());
     const schedulerConfig = (configs.scheduler ?? {}) as SchedulerConfig;
     await rt.sync(); // the uploads are done and their staging memory is freed
-    const name = path.replace(/\/+$/, "").split("/").pop()!.replace(/\.safetensors$/, "");
+    const name = modelName(path);
     return {
       rt,
       dtype,
@@ -192,6 +173,76 @@ export async function loadPipeline(
   } finally {
     closeModelSource(source);
   }
+}
+
+/** What {@link inspectModel} tells about a checkpoint. */
+export interface ModelInfo {
+  /** A short name (folder or file name), as `Pipeline.name`. */
+  name: string;
+  /** The layout. */
+  kind: ModelSource["kind"];
+  /** The configs the pipeline would be built from. */
+  configs: ModelConfigs;
+  /** The model's own scheduler config. */
+  schedulerConfig: SchedulerConfig;
+}
+
+/**
+ * Reads what a checkpoint is — its configs (checked field by field), its scheduler, its name —
+ * without reading any weights (a single file's header only), so callers can check sizes, steps and
+ * options before the long load.
+ *
+ * @example
+ * ```ts
+ * import { inspectModel } from "./load.ts";
+ * const info = await inspectModel("tests/fixtures/models/tiny-sd15");
+ * console.log(info.configs.text_encoder.num_hidden_layers); // 2
+ * ```
+ */
+export async function inspectModel(
+  path: string,
+  options: Pick<LoadPipelineOptions, "configFrom" | "predictionType"> = {},
+): Promise<ModelInfo> {
+  const { source } = await openPipelineSource(path, options);
+  closeModelSource(source);
+  return {
+    name: modelName(path),
+    kind: source.kind,
+    configs: source.configs,
+    schedulerConfig: (source.configs.scheduler ?? {}) as SchedulerConfig,
+  };
+}
+
+function modelName(path: string): string {
+  return path.replace(/\/+$/, "").split("/").pop()!.replace(/\.safetensors$/, "");
+}
+
+/** Opens the checkpoint (and the `configFrom` folder) as loadPipeline and inspectModel need it. */
+async function openPipelineSource(
+  path: string,
+  options: Pick<LoadPipelineOptions, "configFrom" | "predictionType">,
+): Promise<{ source: ModelSource; helper?: DiffusersFolder }> {
+  if (/\.(ckpt|pt|pth|bin)$/i.test(path)) {
+    throw new Error(
+      `${path}: pickle checkpoints are refused (loading pickle can run code); convert it to ` +
+        `.safetensors first`,
+    );
+  }
+  const helper = options.configFrom ? await openDiffusersFolder(options.configFrom) : undefined;
+  const source: ModelSource = await openModelSource(path, {
+    predictionType: options.predictionType,
+    configs: helper
+      ? {
+        unet: helper.configs.unet as ModelConfigs["unet"],
+        vae: helper.configs.vae as ModelConfigs["vae"],
+        text_encoder: helper.configs.text_encoder as ModelConfigs["text_encoder"],
+        scheduler: helper.configs.scheduler as ModelConfigs["scheduler"],
+      }
+      : undefined,
+  }).catch((e) => {
+    throw unrecognisedHint(e);
+  });
+  return { source, helper };
 }
 
 /** openModelSource's advice for an unrecognised single file, in loadPipeline's own options. */

@@ -77,7 +77,7 @@ export interface SampleStep {
  * console.log(sizeFactor(pipe)); // 64
  * ```
  */
-export function sizeFactor(pipe: Pipeline): number {
+export function sizeFactor(pipe: Pick<Pipeline, "configs">): number {
   return latentFactor(pipe) * 2 ** (pipe.configs.unet.block_out_channels.length - 1);
 }
 
@@ -93,7 +93,10 @@ export function sizeFactor(pipe: Pipeline): number {
  * console.log(s.timesteps.length); // 20
  * ```
  */
-export function schedulerFor(pipe: Pipeline, options: SampleOptions): Scheduler {
+export function schedulerFor(
+  pipe: Pick<Pipeline, "schedulerConfig">,
+  options: SampleOptions,
+): Scheduler {
   let config = pipe.schedulerConfig;
   let name = options.scheduler;
   if (name !== undefined && typeof name === "object") {
@@ -218,7 +221,39 @@ export async function* sampleLatents(
   }
 }
 
-function checkSize(pipe: Pipeline, options: SampleOptions): { height: number; width: number } {
+/** What {@link checkSampleOptions} needs of a pipeline: its configs and the GPU's limits. */
+export type SampleTarget = Pick<Pipeline, "configs" | "schedulerConfig"> & {
+  readonly rt: {
+    readonly gpu: { readonly limits: Pick<GPUSupportedLimits, "maxStorageBufferBindingSize"> };
+  };
+};
+
+/**
+ * Checks what {@link sampleLatents} would refuse — the size against the model's factors and the
+ * GPU's limits, the sampler and its options, the steps, the guidance — without running anything,
+ * so a caller can refuse bad input before loading weights (pass `inspectModel`'s configs and a
+ * runtime). Returns the size that will be used.
+ *
+ * @example
+ * ```ts
+ * import { checkSampleOptions, inspectModel, Runtime } from "@denoise/sd";
+ * const rt = await Runtime.create();
+ * const info = await inspectModel("tests/fixtures/models/tiny-sd15");
+ * checkSampleOptions({ ...info, rt }, { width: 64, height: 64, steps: 20 });
+ * ```
+ */
+export function checkSampleOptions(
+  pipe: SampleTarget,
+  options: SampleOptions,
+): { height: number; width: number } {
+  const size = checkSize(pipe, options);
+  const guidance = options.guidance ?? 7.5;
+  if (!Number.isFinite(guidance)) throw new Error(`guidance must be a number, got ${guidance}`);
+  schedulerFor(pipe, options);
+  return size;
+}
+
+function checkSize(pipe: SampleTarget, options: SampleOptions): { height: number; width: number } {
   const latent = latentFactor(pipe);
   const def = Number(pipe.configs.unet.sample_size ?? 64) * latent;
   const width = options.width ?? def;

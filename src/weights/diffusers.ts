@@ -7,6 +7,7 @@
  */
 import type { Component } from "./names.ts";
 import { filePath } from "./safetensors.ts";
+import { checkModelConfigs } from "./config_check.ts";
 
 /** Tokenizer files of a diffusers folder. */
 export interface TokenizerFiles {
@@ -183,6 +184,11 @@ export async function openDiffusersFolder(
     text_encoder: await readJson(`${dirs.text_encoder}/config.json`, "text encoder"),
     scheduler: await readJson(`${dirs.scheduler}/scheduler_config.json`, "scheduler"),
   };
+  checkModelConfigs(configs, {
+    unet: `${dirs.unet}/config.json`,
+    vae: `${dirs.vae}/config.json`,
+    text_encoder: `${dirs.text_encoder}/config.json`,
+  });
   const tokConfig = `${dirs.tokenizer}/tokenizer_config.json`;
   const specials = `${dirs.tokenizer}/special_tokens_map.json`;
   if (await exists(tokConfig)) configs.tokenizer = await readJson(tokConfig, "tokenizer");

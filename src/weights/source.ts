@@ -12,6 +12,7 @@ import type {
   TokenizerSettings,
   UNet2DConditionConfig,
 } from "./configs.ts";
+import { checkModelConfigs } from "./config_check.ts";
 import { detectCheckpoint, type Detection, type PredictionType } from "./detect.ts";
 import { type DiffusersFolder, openDiffusersFolder } from "./diffusers.ts";
 import {
@@ -141,6 +142,13 @@ export async function openModelSource(
   const file = await openSafetensors(p);
   try {
     const detection = detectCheckpoint(file.tensors, { predictionType: options.predictionType });
+    if (options.configs) {
+      checkModelConfigs(options.configs, {
+        unet: "configs.unet",
+        vae: "configs.vae",
+        text_encoder: "configs.text_encoder",
+      });
+    }
     const configs = options.configs ?? detection.configs;
     if (configs === undefined) {
       throw new Error(

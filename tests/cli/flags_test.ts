@@ -71,7 +71,7 @@ Deno.test("flags: every value is checked by its row, quoting the spelling the us
   bad(["--cfg-scale", "1e308"], /^--cfg-scale 1e308: .* from 0 to 100$/);
   bad(["--cfg", "NaN"], /"NaN" is not a number/);
   bad(["--cfg", "0x10"], /"0x10" is not a number/);
-  bad(["-W", "100"], /^-W 100: 100 is not a multiple of 8 .*try 96 or 104$/);
+  bad(["-W", "0"], /^-W 0: "0" is not a size: use a whole number of pixels, 1 … 16384$/);
   bad(["--clip-skip", "99"], /^--clip-skip 99: .*1 \(the last layer\) … 48/);
   bad(["--dtype", "bf16"], /^--dtype bf16: "bf16" is not one of auto, f16, f32$/);
   bad(["--sampling-method", "nonsense"], /^--sampling-method nonsense: unknown scheduler/);

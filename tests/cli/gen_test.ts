@@ -123,8 +123,11 @@ Deno.test({
         gen([...m, "-s", "18446744073709551615", "-b", "2"]),
       ]).finally(() => Deno.remove(dir, { recursive: true }));
     usage(noModel, /no model given: pass --model PATH .* or set DENOISE_MODEL/);
-    usage(notEight, /--width 100: 100 is not a multiple of 8 .*; try 96 or 104/);
-    usage(notSixtyFour, /--height 72 is not a multiple of 64 .*; try 64/);
+    usage(
+      notEight,
+      /--width 100 is not a multiple of 64 \(this model's sizes are: its VAE scales by 8, its U-Net halves 3 times\); try 64 or 128/,
+    );
+    usage(notSixtyFour, /--height 72 is not a multiple of 64 .*; try 64 or 128/);
     usage(
       sampler,
       /--sampler nonsense: unknown scheduler "nonsense"; valid names .*euler_a.*Euler a/,

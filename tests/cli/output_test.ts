@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { explainFsError, prepareOutput } from "../../src/cli/output.ts";
+import { prepareOutput } from "../../src/cli/output.ts";
+import { explainFsError } from "../../src/cli/paths.ts";
 import { gen, MODEL, ok, parameters, ROOT, usage } from "./gen_util.ts";
 
 async function names(dir: string): Promise<string[]> {
