@@ -380,3 +380,28 @@ Deno.test("byte-level BPE pieces: byte table, pre-tokenizer, merges, cache", () 
   assert.deepEqual(small.encodeWord("xxx"), [7, -1], "after the cache starts over");
   assert.deepEqual(bpe.symbols("<|startoftext|>"), ["<|startoftext|>"]);
 });
+
+Deno.test("loadTokenizer: a gzipped merges file may not expand past 64 MiB (a gzip bomb stops early)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "denoise_tok_" });
+  try {
+    const zeros = new Uint8Array(70 * 1024 * 1024); // 70 MiB of zeros, about 70 KB gzipped
+    const bomb = await new Response(
+      new Blob([zeros]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).bytes();
+    assert.ok(bomb.length < 1024 * 1024, `${bomb.length} bytes`);
+    await Deno.writeFile(`${dir}/bomb.txt.gz`, bomb);
+    await assert.rejects(
+      loadTokenizer(`${dir}/bomb.txt.gz`),
+      /bomb\.txt\.gz expands to more than 67108864 bytes, far beyond a CLIP merges file/,
+    );
+    const huge = await Deno.open(`${dir}/huge.txt`, { write: true, create: true });
+    await huge.truncate(65 * 1024 * 1024); // sparse: no disk used
+    huge.close();
+    await assert.rejects(
+      loadTokenizer(`${dir}/huge.txt`),
+      /huge\.txt is 68157440 bytes, far beyond/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -175,21 +175,68 @@ async function readFolder(dir: string | URL): Promise<TokenizerFiles> {
   return { vocab, merges, special: specialTokens(config, map), source: describe(dir) };
 }
 
-async function gunzip(bytes: Uint8Array, source: string): Promise<string> {
+/**
+ * The most a merges file may hold, before or after gunzip: OpenAI's is 1.3 MB gzipped, 3.2 MB
+ * plain. A bigger file is not a merges file, and a gzip bomb stops here instead of filling memory.
+ */
+export const MAX_MERGES_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Gunzips `bytes` as text, refusing to produce more than `maxBytes` (the stream is cancelled as
+ * soon as the output passes it).
+ *
+ * @example
+ * ```ts
+ * import { gunzipText } from "./files.ts";
+ * const gz = await new Response(
+ *   new Blob(["a b\n"]).stream().pipeThrough(new CompressionStream("gzip")),
+ * ).bytes();
+ * console.log(await gunzipText(gz, { source: "x.gz" })); // "a b\n"
+ * ```
+ */
+export async function gunzipText(
+  bytes: Uint8Array,
+  options: { source: string; maxBytes?: number },
+): Promise<string> {
+  const { source, maxBytes = MAX_MERGES_BYTES } = options;
+  const reader = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
+    .pipeThrough(new DecompressionStream("gzip")).getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
   try {
-    const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream()
-      .pipeThrough(new DecompressionStream("gzip"));
-    return await new Response(stream).text();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      total += r.value.length;
+      if (total > maxBytes) {
+        await reader.cancel();
+        throw new RangeError(
+          `${source} expands to more than ${maxBytes} bytes, far beyond a CLIP merges file ` +
+            `(3.2 MB): ${EXPECTED}`,
+        );
+      }
+      chunks.push(r.value);
+    }
   } catch (e) {
+    if (e instanceof RangeError) throw e;
     throw new Error(`${source} is not a readable gzip file (${(e as Error).message}): ${EXPECTED}`);
   }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(out);
 }
 
 async function readMergesFile(file: string | URL): Promise<TokenizerFiles> {
   const source = describe(file);
+  const size = (await Deno.stat(file)).size;
+  if (size > MAX_MERGES_BYTES) {
+    throw new Error(`${source} is ${size} bytes, far beyond a CLIP merges file: ${EXPECTED}`);
+  }
   const bytes = await Deno.readFile(file);
   const gzipped = bytes[0] === 0x1f && bytes[1] === 0x8b;
-  const text = gzipped ? await gunzip(bytes, source) : new TextDecoder().decode(bytes);
+  const text = gzipped ? await gunzipText(bytes, { source }) : new TextDecoder().decode(bytes);
   const merges = parseMerges(text, source);
   if (merges.length === 0) throw new Error(`${source} holds no merges: ${EXPECTED}`);
   const vocab = new Map(vocabFromMerges(merges).map((token, id) => [token, id]));

@@ -132,6 +132,13 @@ export function parseSafetensorsHeader(
         `not a safetensors file — re-download or re-export it`,
     );
   }
+  const duplicate = findDuplicateKey(json);
+  if (duplicate) {
+    throw new Error(
+      `${where}: the header names ${duplicate} twice (JSON would keep only the last); the file ` +
+        `is corrupt or was tampered with — re-download or re-export it`,
+    );
+  }
   if (header === null || typeof header !== "object" || Array.isArray(header)) {
     throw new Error(`${where}: the header must be a JSON object of tensors — re-export the file`);
   }
@@ -225,7 +232,65 @@ export function parseSafetensorsHeader(
         `re-export the file`,
     );
   }
+  let end = 0;
+  for (const r of ranges) {
+    if (r.start > end) {
+      throw new Error(
+        `${where}: bytes [${end}, ${r.start}) of the data region belong to no tensor (a hole ` +
+          `before "${r.name}"); the safetensors format packs tensors back to back — the header ` +
+          `is corrupt, re-download or re-export the file`,
+      );
+    }
+    end = Math.max(end, r.end);
+  }
+  if (end < dataBytes) {
+    throw new Error(
+      `${where}: the last ${dataBytes - end} bytes of the file belong to no tensor (the header ` +
+        `accounts for ${end} of ${dataBytes} data bytes) — the file is corrupt, re-download or ` +
+        `re-export it`,
+    );
+  }
   return { tensors, metadata };
+}
+
+/**
+ * The first object key that occurs twice in one JSON object (`"a"`, or `"__metadata__" key "x"`)
+ * anywhere in `json`, which must be valid JSON. `JSON.parse` silently keeps the last of duplicate
+ * keys; the safetensors reference refuses such headers.
+ */
+function findDuplicateKey(json: string): string | undefined {
+  // one frame per open object (keys seen so far) or array (null), with the key that opened it
+  const stack: { keys: Set<string> | null; name: string }[] = [];
+  let expectKey = false;
+  let lastKey = "";
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === "{" || c === "[") {
+      stack.push({ keys: c === "{" ? new Set() : null, name: lastKey });
+      expectKey = c === "{";
+    } else if (c === "}" || c === "]") {
+      stack.pop();
+      expectKey = false;
+    } else if (c === ",") {
+      expectKey = stack.at(-1)?.keys != null;
+    } else if (c === '"') {
+      let j = i + 1;
+      while (json[j] !== '"') j += json[j] === "\\" ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        const keys = stack.at(-1)!.keys!;
+        if (keys.has(key)) {
+          const inside = stack.slice(1).map((f) => `${JSON.stringify(f.name)} `).join("");
+          return `${inside ? `${inside}key ` : ""}${JSON.stringify(key)}`;
+        }
+        keys.add(key);
+        lastKey = key;
+        expectKey = false;
+      }
+      i = j;
+    }
+  }
+  return undefined;
 }
 
 async function readFully(file: Deno.FsFile, offset: number, out: Uint8Array): Promise<void> {
@@ -334,7 +399,15 @@ export async function openSafetensors(path: string | URL): Promise<SafetensorsFi
     }
     const headerBytes = new Uint8Array(headerLen);
     await readFully(file, 8, headerBytes);
-    const json = new TextDecoder().decode(headerBytes);
+    let json: string;
+    try {
+      json = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    } catch {
+      throw new Error(
+        `${p}: the header is not valid UTF-8 — the file is corrupt or not a safetensors file; ` +
+          `re-download or re-export it`,
+      );
+    }
     const { tensors, metadata } = parseSafetensorsHeader(json, {
       dataStart: 8 + headerLen,
       fileSize,

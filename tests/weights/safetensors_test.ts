@@ -223,3 +223,50 @@ Deno.test("safetensors: unsupported dtype and shape/byte mismatch name the tenso
     );
   });
 });
+
+Deno.test("safetensors: duplicate keys, holes, trailing bytes and invalid UTF-8 are refused", async () => {
+  await withTemp(async (dir) => {
+    const t = (name: string, start: number, extra = "") =>
+      `"${name}":{"dtype":"F32","shape":[1],"data_offsets":[${start},${start + 4}]${extra}}`;
+    const data = [new Uint8Array(8)];
+    const cases: [string, string, Uint8Array[], RegExp][] = [
+      ["dup", `{${t("w", 0)},${t("w", 4)}}`, data, /the header names "w" twice/],
+      [
+        "field",
+        `{${t("w", 0, ',"dtype":"F16"')},${t("v", 4)}}`,
+        data,
+        /names "w" key "dtype" twice/,
+      ],
+      [
+        "meta",
+        `{"__metadata__":{"k":"1","k":"2"},${t("w", 0)},${t("v", 4)}}`,
+        data,
+        /"__metadata__" key "k" twice/,
+      ],
+      [
+        "hole",
+        `{${t("w", 0)},${t("v", 8)}}`,
+        [new Uint8Array(12)],
+        /bytes \[4, 8\) of the data region belong to no tensor \(a hole before "v"\)/,
+      ],
+      ["tail", `{${t("w", 0)}}`, data, /the last 4 bytes of the file belong to no tensor/],
+    ];
+    for (const [name, json, chunks, message] of cases) {
+      await assert.rejects(
+        writeAndOpen(dir, `${name}.safetensors`, assemble(json, chunks)),
+        message,
+      );
+    }
+    const good = assemble(`{${t("w\u00e9", 0)}}`, [new Uint8Array(4)]);
+    const bad = good.slice();
+    const at = bad.indexOf(0xc3); // "é" is C3 A9 in UTF-8; C3 alone is invalid
+    bad[at + 1] = 0x20;
+    await assert.rejects(
+      writeAndOpen(dir, "utf8.safetensors", bad),
+      /utf8\.safetensors: the header is not valid UTF-8/,
+    );
+    const ok = await writeAndOpen(dir, "good.safetensors", good);
+    assert.deepEqual([...ok.tensors.keys()], ["wé"]);
+    ok.close();
+  });
+});
