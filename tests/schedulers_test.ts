@@ -8,8 +8,8 @@ import {
 } from "../src/schedulers/mod.ts";
 import { runPlanCpu, sampleCpu } from "../src/schedulers/cpu.ts";
 import type { Scheduler, SchedulerConfig } from "../src/schedulers/common.ts";
-import { karrasSigmas, sigmaToT, torchLinspaceF32 } from "../src/schedulers/common.ts";
-import { assertClose, errorStats, fixture, FIXTURES, randomArray } from "./util.ts";
+import { karrasSigmas, MAX_TERMS, sigmaToT, torchLinspaceF32 } from "../src/schedulers/common.ts";
+import { assertClose, dumpDir, errorStats, fixture, randomArray } from "./util.ts";
 
 const RUNS = [
   "tiny-sd15__ddim",
@@ -20,6 +20,21 @@ const RUNS = [
   "tiny-sd15__lcm",
   "tiny-sd2__ddim_v",
 ];
+
+/** The 64×64 runs of the newer samplers, each for SD 1.5 (ε) and SD 2 (v), from ../shared. */
+const NEW_RUNS = [
+  "heun",
+  "kdpm2",
+  "kdpm2_a",
+  "lms",
+  "dpmpp2m_sde",
+  "dpmpp2m_sde_karras",
+  "unipc",
+  "ddpm",
+  "deis",
+  "euler_karras",
+  "dpmpp_2s",
+].flatMap((k) => [`tiny-sd15__${k}_64`, `tiny-sd2__${k}_64`]);
 
 /** The SD 1.5 `scheduler_config.json` (PNDM). */
 const SD15: SchedulerConfig = {
@@ -65,41 +80,53 @@ function closeToScale(got: ArrayLike<number>, ref: ArrayLike<number>, tol: numbe
   assertClose(got, ref, { atol: tol * scale, rtol: 0, label });
 }
 
-for (const run of RUNS) {
-  Deno.test(`schedulers: ${run} replays the diffusers run`, async () => {
-    const dir = `dumps/${run}/`;
-    const m: Manifest = JSON.parse(
-      await Deno.readTextFile(new URL(dir + "manifest.json", FIXTURES)),
-    );
+for (const run of [...RUNS, ...NEW_RUNS]) {
+  const base = dumpDir(run);
+  Deno.test({
+    name: `schedulers: ${run} replays the diffusers run`,
+    ignore: base === undefined,
+    fn: () => replay(run, base!),
+  });
+}
+
+/** Replays a txt2img dump on the CPU: timesteps, σ, every call's input, draws and output. */
+async function replay(run: string, base: URL) {
+  const read = (file: string) => fixture(file, base);
+  {
+    const m: Manifest = JSON.parse(await Deno.readTextFile(new URL("manifest.json", base)));
     const s = createScheduler(m.scheduler_class, m.scheduler_config, {
       steps: m.args.steps,
       eta: m.args.eta,
       karras: m.args.karras,
     });
-    const ts = await fixture(dir + "sched_timesteps.npy");
-    assert.deepEqual(s.timesteps, Array.from(ts.data), `${run}: timesteps`);
-    assertClose(s.alphasCumprod, (await fixture(dir + "sched_alphas_cumprod.npy")).data, {
+    const ts = await read("sched_timesteps.npy");
+    assertClose(s.timesteps, ts.data, { atol: 0, rtol: 2e-7, label: `${run}: timesteps` });
+    assertClose(s.alphasCumprod, (await read("sched_alphas_cumprod.npy")).data, {
       atol: 0,
       rtol: 0,
       label: `${run} alphas_cumprod`,
     });
     let sigmas: Float32Array | undefined;
     try {
-      sigmas = (await fixture(dir + "sched_sigmas.npy")).data;
+      sigmas = (await read("sched_sigmas.npy")).data;
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     assert.equal(s.sigmas !== undefined, sigmas !== undefined, `${run}: has sigmas`);
-    if (sigmas) assertClose(s.sigmas!, sigmas, { atol: 0, rtol: 1e-7, label: `${run} sigmas` });
+    if (sigmas) {
+      // two-call schedules: diffusers keeps extra trailing entries (KDPM2's 0, 0, 0)
+      const ref = sigmas.subarray(0, s.sigmas!.length);
+      assertClose(s.sigmas!, ref, { atol: 0, rtol: 1e-6, label: `${run} sigmas` });
+    }
     assertClose([s.initNoiseSigma], [m.init_noise_sigma], { atol: 0, rtol: 1e-7 });
 
-    const latIn = await fixture(dir + "step_latents_in.npy");
-    const modelIn = await fixture(dir + "step_model_input.npy");
-    const pred = await fixture(dir + "step_noise_pred.npy");
-    const latOut = await fixture(dir + "step_latents_out.npy");
-    const counts = (await fixture(dir + "step_noise_count.npy")).data;
-    const noise = counts.some((c) => c > 0) ? await fixture(dir + "step_noise.npy") : undefined;
-    const init = await fixture(dir + "latents_init.npy");
+    const latIn = await read("step_latents_in.npy");
+    const modelIn = await read("step_model_input.npy");
+    const pred = await read("step_noise_pred.npy");
+    const latOut = await read("step_latents_out.npy");
+    const counts = (await read("step_noise_count.npy")).data;
+    const noise = counts.some((c) => c > 0) ? await read("step_noise.npy") : undefined;
+    const init = await read("latents_init.npy");
     assert.equal(latIn.shape[0], s.timesteps.length);
 
     let draws = 0;
@@ -110,7 +137,7 @@ for (const run of RUNS) {
       return z;
     };
     let drawsBefore = 0;
-    const final = sampleCpu(s, (await fixture(dir + "latents_init_noise.npy")).data, {
+    const final = sampleCpu(s, (await read("latents_init_noise.npy")).data, {
       model: (x, t, i) => {
         assert.equal(t, s.timesteps[i]);
         closeToScale(x, at(modelIn, i), 1e-6, `${run} model input ${i}`);
@@ -124,19 +151,19 @@ for (const run of RUNS) {
       },
     });
     assert.equal(draws, noise?.shape[0] ?? 0);
-    closeToScale(final, (await fixture(dir + "latents_final.npy")).data, 2e-6, `${run} final`);
+    closeToScale(final, (await read("latents_final.npy")).data, 2e-6, `${run} final`);
 
     // scaleModelInput on the reference's own step inputs, and the initial latents
     for (let i = 0; i < s.timesteps.length; i++) {
       const x = at(latIn, i).map((v) => v * s.scaleModelInput(i));
       closeToScale(x, at(modelIn, i), 1e-6, `${run} scaleModelInput(${i})`);
     }
-    const noise0 = (await fixture(dir + "latents_init_noise.npy")).data;
+    const noise0 = (await read("latents_init_noise.npy")).data;
     closeToScale(noise0.map((v) => v * s.initNoiseSigma), init.data, 1e-7, `${run} latents_init`);
-  });
+  }
 }
 
-/** Every lincomb has 1–4 terms and never reads its destination; writes stay in `buffers`. */
+/** Every lincomb has 1–8 terms and never reads its destination; writes stay in `buffers`. */
 function checkPlanShape(s: Scheduler) {
   for (let i = 0; i < s.timesteps.length; i++) {
     const plan = s.step(i);
@@ -146,7 +173,7 @@ function checkPlanShape(s: Scheduler) {
       assert.notEqual(op.dst, "sample");
       if (op.op === "lincomb") {
         assert.ok(
-          op.terms.length >= 1 && op.terms.length <= 4,
+          op.terms.length >= 1 && op.terms.length <= MAX_TERMS,
           `${s.kind}: ${op.terms.length} terms`,
         );
         assert.ok(op.terms.every((t) => t.src !== op.dst && Number.isFinite(t.coef)));
@@ -155,12 +182,22 @@ function checkPlanShape(s: Scheduler) {
   }
 }
 
-Deno.test("schedulers: plans stay within 4-term, non-aliasing lincombs over listed buffers", () => {
+Deno.test("schedulers: plans stay within 8-term, non-aliasing lincombs over listed buffers", () => {
+  const order3 = { ...SD15, solver_order: 3 };
+  const clip = { ...SD15, clip_sample: true };
   for (const name of SCHEDULER_NAMES.ours) {
+    const row = resolveSchedulerName(name).info;
     for (const steps of [1, 2, 5, 20]) {
       checkPlanShape(createScheduler(name, SD15, { steps }));
-      const order3 = { ...SD15, solver_order: 3 };
-      if (name === "dpmpp_2m") checkPlanShape(createScheduler(name, order3, { steps }));
+      if (row.options.includes("karras")) {
+        checkPlanShape(createScheduler(name, SD15, { steps, karras: true }));
+      }
+      if (["dpmpp_2m", "dpmpp_2s", "unipc", "deis"].includes(name)) {
+        checkPlanShape(createScheduler(name, order3, { steps }));
+      }
+      if (["ddim", "ddpm", "heun", "lcm"].includes(name)) {
+        checkPlanShape(createScheduler(name, clip, { steps }));
+      }
     }
   }
   checkPlanShape(createScheduler("DDIM", SD15, { steps: 10, eta: 1 }));
@@ -233,7 +270,9 @@ Deno.test("schedulers: every registry row resolves by each of its names and buil
   // a diffusers class name keeps the config as given (no preset)
   const lead = createScheduler("DDIMScheduler", SD15, { steps: 4 });
   assert.deepEqual(lead.timesteps, [751, 501, 251, 1]);
-  assert.deepEqual(SCHEDULER_NAMES.sdcpp.slice(0, 3), ["euler", "euler_a", "dpm++2m"]);
+  for (const name of ["euler", "euler_a", "heun", "dpm2", "dpm++2m", "lcm", "ddim_trailing"]) {
+    assert.ok(SCHEDULER_NAMES.sdcpp.includes(name), `sd.cpp's ${name}`);
+  }
 });
 
 Deno.test("schedulers: bad options and configs fail with the fix", () => {
@@ -242,7 +281,10 @@ Deno.test("schedulers: bad options and configs fail with the fix", () => {
   fails(() => createScheduler("ddim", SD15, { steps: 4, karras: true }), "karras applies to euler");
   fails(() => createScheduler("euler", SD15, { steps: 4, eta: 0.5 }), "eta applies to ddim");
   fails(() => createScheduler("DPM++ 2M Karras", SD15, { steps: 4, karras: false }), "karras");
-  fails(() => createScheduler("ddim", { ...SD15, clip_sample: true }, { steps: 4 }), "clip_sample");
+  fails(
+    () => createScheduler("ddim", { ...SD15, thresholding: true }, { steps: 4 }),
+    "thresholding",
+  );
   fails(
     () => createScheduler("PNDMScheduler", { ...SD15, skip_prk_steps: false }, { steps: 4 }),
     "skip_prk",
@@ -361,6 +403,8 @@ Deno.test("schedulers: torch.linspace float32 emulation matches alphas_cumprod o
 
 /** VP pair (√ᾱ, √(1−ᾱ)) the U-Net input of call `i` sits at. */
 function vpAt(s: Scheduler, i: number): [number, number] {
+  const c = s.scaleModelInput(i);
+  if (c !== 1) return [c, Math.sqrt(1 - c * c)]; // k-diffusion: the input is x/√(σ²+1)
   if (s.sigmas) {
     const sg = s.sigmas[i];
     return [1 / Math.sqrt(sg * sg + 1), sg / Math.sqrt(sg * sg + 1)];
@@ -413,4 +457,104 @@ Deno.test("schedulers: DDIM with eta draws noise of the DDIM σ_t", () => {
     return Math.sqrt(ap) * x0 + Math.sqrt(1 - ap - std * std) * eps[k] + std * z[k];
   });
   assertClose(out, ref, { atol: 1e-5, rtol: 1e-6 });
+});
+
+Deno.test("schedulers: clip_sample clamps x̂₀ where diffusers does (DDIM, DDPM, Heun, LCM)", () => {
+  const clip = { ...SD15, clip_sample: true, clip_sample_range: 0.5 };
+  const x = randomArray(64, 21, -3, 3), eps = randomArray(64, 22, -2, 2), z = randomArray(64, 23);
+  const c = (v: number) => Math.min(0.5, Math.max(-0.5, v));
+  const run = (name: string) => {
+    const s = createScheduler(name, clip, { steps: 4 });
+    const buffers = new Map([["sample", x], ["model_output", eps]]);
+    return { s, out: runPlanCpu(s.step(0), buffers, () => z) };
+  };
+  {
+    const { s, out } = run("ddim");
+    const at0 = s.alphasCumprod[s.timesteps[0]], ap = s.alphasCumprod[s.timesteps[1]];
+    const ref = x.map((v, k) => {
+      const x0 = c((v - Math.sqrt(1 - at0) * eps[k]) / Math.sqrt(at0));
+      return Math.sqrt(ap) * x0 + Math.sqrt(1 - ap) * eps[k];
+    });
+    assertClose(out, ref, { atol: 1e-5, rtol: 1e-5, label: "ddim" });
+  }
+  {
+    const { s, out } = run("ddpm");
+    const at0 = s.alphasCumprod[s.timesteps[0]], ap = s.alphasCumprod[s.timesteps[1]];
+    const beta = 1 - at0 / ap;
+    const ref = x.map((v, k) => {
+      const x0 = c((v - Math.sqrt(1 - at0) * eps[k]) / Math.sqrt(at0));
+      const mean = (Math.sqrt(ap) * beta / (1 - at0)) * x0 +
+        (Math.sqrt(at0 / ap) * (1 - ap) / (1 - at0)) * v;
+      return mean + Math.sqrt(((1 - ap) / (1 - at0)) * beta) * z[k];
+    });
+    assertClose(out, ref, { atol: 1e-5, rtol: 1e-5, label: "ddpm" });
+  }
+  {
+    const { s, out } = run("heun");
+    const [s0, s1] = s.sigmas!;
+    const ref = x.map((v, k) => v + ((v - c(v - s0 * eps[k])) / s0) * (s1 - s0));
+    assertClose(out, ref, { atol: 1e-5, rtol: 1e-5, label: "heun" });
+  }
+  {
+    const { s, out } = run("lcm");
+    const t = s.timesteps[0], at0 = s.alphasCumprod[t], ap = s.alphasCumprod[s.timesteps[1]];
+    const sc = t * 10, skip = 0.25 / (sc * sc + 0.25), cout = sc / Math.sqrt(sc * sc + 0.25);
+    const ref = x.map((v, k) => {
+      const den = cout * c((v - Math.sqrt(1 - at0) * eps[k]) / Math.sqrt(at0)) + skip * v;
+      return Math.sqrt(ap) * den + Math.sqrt(1 - ap) * z[k];
+    });
+    assertClose(out, ref, { atol: 1e-5, rtol: 1e-5, label: "lcm" });
+  }
+});
+
+Deno.test("schedulers: Karras σ for every sigma-based sampler, with each class's timesteps", async () => {
+  const ac = (await fixture("dumps/tiny-sd15__euler/sched_alphas_cumprod.npy")).data;
+  const table = Array.from(ac, (a) => Math.fround(Math.sqrt(Math.fround(Math.fround(1 - a) / a))));
+  const logs = new Float64Array(table.map((v) => Math.fround(Math.log(v))));
+  // k-diffusion classes span their spaced range; the DPM-Solver family the whole table
+  const cases: [string, "spaced" | "table", "frac" | "round"][] = [
+    ["euler", "spaced", "frac"],
+    ["euler_a", "spaced", "frac"],
+    ["heun", "spaced", "frac"],
+    ["lms", "spaced", "frac"],
+    ["dpm2", "spaced", "round"],
+    ["dpm2_a", "spaced", "round"],
+    ["dpmpp_2m", "table", "round"],
+    ["dpmpp_2m_sde", "table", "round"],
+    ["dpmpp_2s", "table", "round"],
+    ["unipc", "table", "round"],
+    ["deis", "table", "round"],
+  ];
+  const steps = 6;
+  for (const [name, span, ts] of cases) {
+    const s = createScheduler(name, SD15, { steps, karras: true });
+    // leading spacing, 6 steps: 831, 665, …, 1
+    const [lo, hi] = span === "spaced" ? [table[1], table[831]] : [table[0], table[999]];
+    const want = karrasSigmas(lo, hi, steps).map(Math.fround);
+    // two-call classes repeat each interior σ
+    const firsts = s.order === 2
+      ? [0, ...want.slice(1).map((_, k) => 2 * k + 1)]
+      : want.map((_, k) => k);
+    assertClose(firsts.map((i) => s.sigmas![i]), want, { atol: 0, rtol: 1e-6, label: name });
+    const t0 = sigmaToT(want[1], logs);
+    const got = s.timesteps[s.order === 2 ? 2 : 1];
+    assertClose([got], [ts === "round" ? Math.round(t0) : t0], {
+      atol: 1e-3,
+      rtol: 0,
+      label: name,
+    });
+    assert.equal(a1111Name(s).endsWith(" Karras"), true, name);
+  }
+});
+
+Deno.test("schedulers: the README's sampler table lists every sampler with its A1111 and sd.cpp names", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const rows = readme.split("\n").filter((l) => l.startsWith("| `"));
+  for (const s of SAMPLERS) {
+    const row = rows.find((l) => l.startsWith(`| \`${s.kind}\` `));
+    assert.ok(row, `README has no row for ${s.kind}`);
+    assert.ok(row.includes(s.a1111), `${s.kind}: A1111 name ${s.a1111}`);
+    assert.ok(row.includes(s.diffusers), `${s.kind}: ${s.diffusers}`);
+    for (const n of s.sdcpp) assert.ok(row.includes(`\`${n}\``), `${s.kind}: sd.cpp ${n}`);
+  }
 });

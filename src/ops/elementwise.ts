@@ -8,8 +8,16 @@ import type { DType } from "../gpu/device.ts";
 import { grid1d } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 
-/** Unary ops: activations and an affine `scale` (y = x·alpha + beta). */
-export type UnaryOp = "silu" | "gelu" | "gelu_tanh" | "quick_gelu" | "relu" | "scale" | "identity";
+/** Unary ops: activations, an affine `scale` (y = x·alpha + beta) and `clamp` (to [alpha, beta]). */
+export type UnaryOp =
+  | "silu"
+  | "gelu"
+  | "gelu_tanh"
+  | "quick_gelu"
+  | "relu"
+  | "scale"
+  | "clamp"
+  | "identity";
 /** Binary ops with the second operand broadcast. */
 export type BinaryOp = "add" | "sub" | "mul";
 
@@ -62,7 +70,8 @@ function run(
 }
 
 /**
- * y = op(x), elementwise. `alpha`/`beta` parametrise `scale` (y = x·alpha + beta).
+ * y = op(x), elementwise. `alpha`/`beta` parametrise `scale` (y = x·alpha + beta) and `clamp`
+ * (y = min(max(x, alpha), beta)).
  *
  * @example
  * ```ts

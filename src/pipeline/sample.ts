@@ -7,7 +7,7 @@
  */
 import type { Runtime } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { lincomb } from "../ops/elementwise.ts";
+import { lincomb, unary } from "../ops/elementwise.ts";
 import { batchConcat, batchSlice } from "../ops/layout.ts";
 import { type Rng, torchRandn } from "../rng/torch_randn.ts";
 import {
@@ -287,8 +287,21 @@ function checkSize(pipe: SampleTarget, options: SampleOptions): { height: number
 }
 
 /**
- * Runs a scheduler plan on GPU tensors: `randn` draws through `rng`, `lincomb` runs in f32 (at most
- * four terms, as the schedulers guarantee). Returns the new latents; scheduler-owned buffers stay in `state`.
+ * Runs a scheduler plan on GPU tensors: `randn` draws through `rng`, `lincomb` runs in f32 (in
+ * chunks of four terms, the kernel's width), `clamp` clamps. Returns the new latents;
+ * scheduler-owned buffers stay in `state`.
+ *
+ * @example
+ * ```ts
+ * import { createScheduler, runPlanGpu, Runtime, torchRandn } from "@denoise/sd";
+ * const rt = await Runtime.create();
+ * const s = createScheduler("euler", {}, { steps: 4 });
+ * const state = new Map([
+ *   ["sample", rt.upload(new Float32Array(16), [1, 4, 2, 2])],
+ *   ["model_output", rt.upload(new Float32Array(16), [1, 4, 2, 2])],
+ * ]);
+ * const next = runPlanGpu(rt, s.step(0), state, torchRandn(0), [1, 4, 2, 2]);
+ * ```
  */
 export function runPlanGpu(
   rt: Runtime,
@@ -302,16 +315,14 @@ export function runPlanGpu(
     let value: Tensor;
     if (op.op === "randn") {
       value = rt.upload(rng.randn(shape), shape);
-    } else {
-      const get = (name: string) => {
-        const t = state.get(name);
-        if (!t) throw new Error(`denoise: scheduler plan reads "${name}" before writing it`);
-        return t;
-      };
-      if (op.terms.length > 4) throw new Error("denoise: scheduler plans combine at most 4 terms");
-      value = lincomb(op.terms.map((x) => get(x.src)), op.terms.map((x) => x.coef), {
+    } else if (op.op === "clamp") {
+      value = unary(stateGet(state, op.src), "clamp", {
+        alpha: op.min,
+        beta: op.max,
         out: rt.empty(shape, "f32"),
       });
+    } else {
+      value = lincombWide(rt, op.terms.map((x) => [stateGet(state, x.src), x.coef]), shape);
     }
     const old = state.get(op.dst);
     if (old && op.dst !== "sample" && op.dst !== "model_output") old.dispose();
@@ -329,4 +340,26 @@ export function runPlanGpu(
     }
   }
   return out;
+}
+
+function stateGet(state: Map<string, Tensor>, name: string): Tensor {
+  const t = state.get(name);
+  if (!t) throw new Error(`denoise: scheduler plan reads "${name}" before writing it`);
+  return t;
+}
+
+/** Σ coef·x over any number of terms, four at a time (the lincomb kernel's width), in f32. */
+function lincombWide(rt: Runtime, terms: [Tensor, number][], shape: number[]): Tensor {
+  let acc = lincomb(terms.slice(0, 4).map((t) => t[0]), terms.slice(0, 4).map((t) => t[1]), {
+    out: rt.empty(shape, "f32"),
+  });
+  for (let k = 4; k < terms.length; k += 3) {
+    const chunk = terms.slice(k, k + 3);
+    const next = lincomb([acc, ...chunk.map((t) => t[0])], [1, ...chunk.map((t) => t[1])], {
+      out: rt.empty(shape, "f32"),
+    });
+    acc.dispose();
+    acc = next;
+  }
+  return acc;
 }

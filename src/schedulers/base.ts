@@ -194,10 +194,13 @@ export abstract class SchedulerBase implements Scheduler {
    * part-way down the schedule as diffusers' `set_begin_index` (img2img, inpainting).
    */
   reset(beginIndex = 0): void {
-    if (!Number.isInteger(beginIndex) || beginIndex < 0 || beginIndex >= this.timesteps.length) {
+    if (
+      !Number.isInteger(beginIndex) || beginIndex < 0 || beginIndex >= this.timesteps.length ||
+      beginIndex % this.order !== 0
+    ) {
       throw new RangeError(
-        `${this.className}.reset(${beginIndex}): the begin index must be a whole number below ` +
-          `${this.timesteps.length} (the number of calls)`,
+        `${this.className}.reset(${beginIndex}): the begin index must be a whole multiple of ` +
+          `${this.order} (calls per step) below ${this.timesteps.length} (the number of calls)`,
       );
     }
     this.#begin = beginIndex;

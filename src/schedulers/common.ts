@@ -9,8 +9,11 @@
  *
  * - `{ op: "randn", dst }` fills `dst` with fresh N(0, 1) values from the run's generator (the same
  *   draws, in the same order, as diffusers' `randn_tensor` calls inside `scheduler.step`);
- * - `{ op: "lincomb", dst, terms }` sets `dst = Σ coef·src`, elementwise. Every lincomb the
- *   schedulers here emit has 1 to 4 terms and never names `dst` among its sources.
+ * - `{ op: "lincomb", dst, terms }` sets `dst = Σ coef·src`, elementwise: 1 to
+ *   {@link MAX_TERMS} terms (executors split what their kernel cannot take at once), never naming
+ *   `dst` among its sources;
+ * - `{ op: "clamp", dst, src, min, max }` sets `dst = clamp(src, min, max)` (diffusers'
+ *   `clip_sample` of the predicted x̂₀).
  *
  * Buffers: the caller provides `"sample"` (the latents the U-Net saw, before `scaleModelInput`) and
  * `"model_output"` (the guided U-Net output); plans only read those two. Plans write
@@ -49,7 +52,19 @@ export type BufferName = string;
  */
 export type PlanOp =
   | { op: "randn"; dst: BufferName }
-  | { op: "lincomb"; dst: BufferName; terms: { src: BufferName; coef: number }[] };
+  | { op: "lincomb"; dst: BufferName; terms: { src: BufferName; coef: number }[] }
+  | { op: "clamp"; dst: BufferName; src: BufferName; min: number; max: number };
+
+/**
+ * The most terms one lincomb op may have.
+ *
+ * @example
+ * ```ts
+ * import { MAX_TERMS } from "./common.ts";
+ * console.log(MAX_TERMS); // 8
+ * ```
+ */
+export const MAX_TERMS = 8;
 
 /**
  * The latent update after one U-Net call: run `ops` in order, then `output` holds the new sample.
@@ -287,10 +302,38 @@ export class ConfigReader {
 export function lincomb(dst: BufferName, terms: [BufferName, number][]): PlanOp {
   const kept = terms.filter(([, c]) => c !== 0);
   const use = kept.length > 0 ? kept : terms.slice(0, 1);
-  if (use.length > 4) {
-    throw new Error(`internal: lincomb into ${dst} has ${use.length} terms (max 4)`);
+  if (use.length > MAX_TERMS) {
+    throw new Error(`internal: lincomb into ${dst} has ${use.length} terms (max ${MAX_TERMS})`);
   }
   return { op: "lincomb", dst, terms: use.map(([src, coef]) => ({ src, coef })) };
+}
+
+/**
+ * Multiplies every coefficient by `k`.
+ *
+ * @example
+ * ```ts
+ * import { scaleTerms } from "./common.ts";
+ * console.log(scaleTerms([["sample", 1]], 2)); // [["sample", 2]]
+ * ```
+ */
+export function scaleTerms(terms: [BufferName, number][], k: number): [BufferName, number][] {
+  return terms.map(([b, c]) => [b, c * k]);
+}
+
+/**
+ * Sums the coefficients of repeated buffers, keeping first-seen order.
+ *
+ * @example
+ * ```ts
+ * import { mergeTerms } from "./common.ts";
+ * console.log(mergeTerms([["sample", 1], ["x", 2], ["sample", 0.5]])); // [["sample", 1.5], ["x", 2]]
+ * ```
+ */
+export function mergeTerms(terms: [BufferName, number][]): [BufferName, number][] {
+  const out = new Map<BufferName, number>();
+  for (const [b, c] of terms) out.set(b, (out.get(b) ?? 0) + c);
+  return [...out];
 }
 
 /**

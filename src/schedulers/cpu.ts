@@ -1,6 +1,6 @@
 /**
  * A plain CPU executor for scheduler plans: float32 buffers, each lincomb summed in float64 and
- * rounded once. Tests use it, and so can anyone sampling on the CPU.
+ * rounded once, clamps exact. Tests use it, and so can anyone sampling on the CPU.
  *
  * @module
  */
@@ -63,6 +63,13 @@ export function runPlanCpu(
         throw new Error(`runPlanCpu: randn(${n}) returned ${z.length} values; it must return ${n}`);
       }
       target(op.dst).set(z);
+      continue;
+    }
+    if (op.op === "clamp") {
+      const src = buffers.get(op.src);
+      if (!src || src.length !== n) throw new Error(`runPlanCpu: buffer "${op.src}" is missing`);
+      const out = target(op.dst);
+      for (let i = 0; i < n; i++) out[i] = Math.min(op.max, Math.max(op.min, src[i]));
       continue;
     }
     const srcs = op.terms.map(({ src }) => {

@@ -33,6 +33,7 @@ export const DDIM_DEFAULTS: Readonly<Record<string, unknown>> = {
   beta_schedule: "linear",
   trained_betas: null,
   clip_sample: true,
+  clip_sample_range: 1.0,
   set_alpha_to_one: true,
   steps_offset: 0,
   prediction_type: "epsilon",
@@ -76,6 +77,7 @@ export class DDIMScheduler extends SchedulerBase {
   readonly #eta: number;
   readonly #ratio: number;
   readonly #finalAlpha: number;
+  readonly #clip: number | undefined;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: DdimOptions) {
@@ -86,8 +88,7 @@ export class DDIMScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    r.refuse("clip_sample", "set it false as SD checkpoints do (x0 clamping is not linear)");
-    r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
+    r.refuse("thresholding", "set it false (dynamic thresholding is not implemented)");
     const eta = options.eta ?? 0;
     if (typeof eta !== "number" || !(eta >= 0) || !Number.isFinite(eta)) {
       throw new RangeError(`${cls}: eta must be a finite number ≥ 0, got ${eta}`);
@@ -104,13 +105,14 @@ export class DDIMScheduler extends SchedulerBase {
       timesteps,
       initNoiseSigma: 1,
       alphasCumprod,
-      buffers: eta > 0 ? ["prev_sample", "noise"] : ["prev_sample"],
+      buffers: ["prev_sample", "ddim_x0", ...(eta > 0 ? ["noise"] : [])],
       config: r.values,
     });
     this.#pred = pred;
     this.#eta = eta;
     this.#ratio = Math.floor(train / steps);
     this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
+    this.#clip = r.bool("clip_sample") ? r.num("clip_sample_range") : undefined;
   }
 
   /** The DDIM update after U-Net call `index` (diffusers' `step`, formulas (12) and (16)). */
@@ -129,10 +131,18 @@ export class DDIMScheduler extends SchedulerBase {
     const dir = Math.sqrt(1 - ap - std * std);
     const sa = Math.sqrt(ap);
     const ops: PlanOp[] = [];
-    const terms: [BufferName, number][] = [
-      ["sample", sa * x0[0] + dir * eps[0]],
-      ["model_output", sa * x0[1] + dir * eps[1]],
-    ];
+    let terms: [BufferName, number][];
+    if (this.#clip !== undefined) {
+      // x̂₀ is clamped; the direction keeps the unclipped ε (use_clipped_model_output=False)
+      ops.push(lincomb("ddim_x0", [["sample", x0[0]], ["model_output", x0[1]]]));
+      ops.push({ op: "clamp", dst: "ddim_x0", src: "ddim_x0", min: -this.#clip, max: this.#clip });
+      terms = [["ddim_x0", sa], ["sample", dir * eps[0]], ["model_output", dir * eps[1]]];
+    } else {
+      terms = [
+        ["sample", sa * x0[0] + dir * eps[0]],
+        ["model_output", sa * x0[1] + dir * eps[1]],
+      ];
+    }
     if (this.#eta > 0) {
       ops.push({ op: "randn", dst: "noise" });
       terms.push(["noise", std]);

@@ -10,19 +10,14 @@
  * @module
  */
 import { openConfig, SchedulerBase } from "./base.ts";
+import { discreteSchedule } from "./sigmas.ts";
 import {
   f32,
-  interpTable,
-  karrasSigmas,
   lincomb,
-  logTable,
   type SchedulerConfig,
-  sigmaTable,
-  sigmaToT,
   spacing,
   type StepPlan,
   type StepsOptions,
-  timestepGrid,
 } from "./common.ts";
 
 /**
@@ -136,7 +131,7 @@ export class EulerDiscreteScheduler extends SchedulerBase {
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
   constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "EulerDiscreteScheduler";
-    const { r, train, alphasCumprod, steps, pred } = openConfig(
+    const { r, alphasCumprod, steps, pred } = openConfig(
       cls,
       EULER_DEFAULTS,
       config,
@@ -149,23 +144,17 @@ export class EulerDiscreteScheduler extends SchedulerBase {
     const finalType = r.str("final_sigmas_type", ["zero", "sigma_min"] as const);
     const karras = options.karras ?? r.bool("use_karras_sigmas");
     r.values.use_karras_sigmas = karras;
-    const table = sigmaTable(alphasCumprod);
-    const kind = spacing(r);
-    let ts = timestepGrid(kind, train, steps, { stepsOffset: r.int("steps_offset") });
-    let sig = ts.map((t) => interpTable(t, table));
-    if (karras) {
-      const logSigmas = logTable(table);
-      const lo = r.optNum("sigma_min") ?? sig[sig.length - 1];
-      const hi = r.optNum("sigma_max") ?? sig[0];
-      sig = karrasSigmas(lo, hi, steps);
-      ts = sig.map((s) => sigmaToT(s, logSigmas));
-    }
+    const range: [number?, number?] = [r.optNum("sigma_min"), r.optNum("sigma_max")];
+    const { timesteps, sigmas: sig, table } = discreteSchedule(r, alphasCumprod, steps, {
+      karras,
+      range,
+    });
     const last = finalType === "zero" ? 0 : table[0];
     const sigmas = [...sig, last].map(f32);
     super(cls, {
-      timesteps: ts.map(f32),
+      timesteps,
       sigmas,
-      initNoiseSigma: eulerInitNoiseSigma(sigmas, kind),
+      initNoiseSigma: eulerInitNoiseSigma(sigmas, spacing(r)),
       alphasCumprod,
       buffers: ["prev_sample", "noise"],
       config: r.values,

@@ -3,21 +3,16 @@
  * each step takes an Euler step down to σ_down and adds fresh noise of scale σ_up, with
  * σ_down² + σ_up² = σ_next². One Gaussian draw per step.
  *
+ * Karras sigmas ("Euler a Karras", A1111's schedule type) are ours: diffusers 0.30.3's class has
+ * none; they are built as `EulerDiscreteScheduler` builds them (between the spaced range's ends,
+ * fractional timesteps).
+ *
  * @module
  */
 import { openConfig, SchedulerBase } from "./base.ts";
-import {
-  f32,
-  interpTable,
-  lincomb,
-  type SchedulerConfig,
-  sigmaTable,
-  spacing,
-  type StepPlan,
-  type StepsOptions,
-  timestepGrid,
-} from "./common.ts";
-import { eulerCoefs, eulerInitNoiseSigma, eulerInputScale } from "./euler.ts";
+import { f32, lincomb, type SchedulerConfig, spacing, type StepPlan } from "./common.ts";
+import { eulerCoefs, eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
+import { discreteSchedule } from "./sigmas.ts";
 
 /**
  * diffusers' `EulerAncestralDiscreteScheduler` defaults.
@@ -35,6 +30,7 @@ export const EULER_A_DEFAULTS: Readonly<Record<string, unknown>> = {
   beta_schedule: "linear",
   trained_betas: null,
   prediction_type: "epsilon",
+  use_karras_sigmas: false,
   timestep_spacing: "linspace",
   steps_offset: 0,
   rescale_betas_zero_snr: false,
@@ -61,22 +57,22 @@ export class EulerAncestralDiscreteScheduler extends SchedulerBase {
   readonly #pred: "epsilon" | "v_prediction";
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
-  constructor(config: SchedulerConfig, options: StepsOptions) {
+  constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "EulerAncestralDiscreteScheduler";
-    const { r, train, alphasCumprod, steps, pred } = openConfig(
+    const { r, alphasCumprod, steps, pred } = openConfig(
       cls,
       EULER_A_DEFAULTS,
       config,
       options.steps,
     );
-    const table = sigmaTable(alphasCumprod);
-    const kind = spacing(r);
-    const ts = timestepGrid(kind, train, steps, { stepsOffset: r.int("steps_offset") });
-    const sigmas = [...ts.map((t) => interpTable(t, table)), 0].map(f32);
+    const karras = options.karras ?? r.bool("use_karras_sigmas");
+    r.values.use_karras_sigmas = karras;
+    const { timesteps, sigmas: sig } = discreteSchedule(r, alphasCumprod, steps, { karras });
+    const sigmas = [...sig, 0].map(f32);
     super(cls, {
-      timesteps: ts.map(f32),
+      timesteps,
       sigmas,
-      initNoiseSigma: eulerInitNoiseSigma(sigmas, kind),
+      initNoiseSigma: eulerInitNoiseSigma(sigmas, spacing(r)),
       alphasCumprod,
       buffers: ["prev_sample", "noise"],
       config: r.values,

@@ -8,10 +8,12 @@
  */
 import { openConfig, SchedulerBase } from "./base.ts";
 import {
+  type BufferName,
   checkTimesteps,
   lincomb,
   npLinspace,
   type PlanOp,
+  scaleTerms,
   type SchedulerConfig,
   type StepPlan,
   type StepsOptions,
@@ -34,6 +36,7 @@ export const LCM_DEFAULTS: Readonly<Record<string, unknown>> = {
   trained_betas: null,
   original_inference_steps: 50,
   clip_sample: false,
+  clip_sample_range: 1.0,
   set_alpha_to_one: true,
   steps_offset: 0,
   prediction_type: "epsilon",
@@ -72,6 +75,7 @@ export class LCMScheduler extends SchedulerBase {
   readonly kind = "lcm";
   readonly #pred: "epsilon" | "v_prediction";
   readonly #scaling: number;
+  readonly #clip: number | undefined;
   readonly #finalAlpha: number;
 
   /** Builds the scheduler from a diffusers config and sets `options.steps` timesteps. */
@@ -83,8 +87,7 @@ export class LCMScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    r.refuse("clip_sample", "set it false (x0 clamping is not linear)");
-    r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
+    r.refuse("thresholding", "set it false (dynamic thresholding is not implemented)");
     const original = options.originalInferenceSteps ?? r.int("original_inference_steps");
     if (!Number.isInteger(original) || original < 1 || original > train) {
       throw new RangeError(
@@ -103,11 +106,12 @@ export class LCMScheduler extends SchedulerBase {
       timesteps: checkTimesteps(cls, picks.map((i) => grid[i]), train),
       initNoiseSigma: 1,
       alphasCumprod,
-      buffers: ["prev_sample", "noise"],
+      buffers: ["prev_sample", "noise", "lcm_x0"],
       config: r.values,
     });
     this.#pred = pred;
     this.#scaling = r.num("timestep_scaling");
+    this.#clip = r.bool("clip_sample") ? r.num("clip_sample_range") : undefined;
     this.#finalAlpha = r.bool("set_alpha_to_one") ? 1 : alphasCumprod[0];
   }
 
@@ -126,18 +130,24 @@ export class LCMScheduler extends SchedulerBase {
     const x0 = this.#pred === "epsilon"
       ? [1 / Math.sqrt(at), -Math.sqrt(bt) / Math.sqrt(at)]
       : [Math.sqrt(at), -Math.sqrt(bt)];
-    const denoised = [cOut * x0[0] + cSkip, cOut * x0[1]];
     const ops: PlanOp[] = [];
+    // denoised = c_out·x̂₀ + c_skip·x, with x̂₀ clamped when the config clips
+    let denoised: [BufferName, number][];
+    if (this.#clip !== undefined) {
+      ops.push(lincomb("lcm_x0", [["sample", x0[0]], ["model_output", x0[1]]]));
+      ops.push({ op: "clamp", dst: "lcm_x0", src: "lcm_x0", min: -this.#clip, max: this.#clip });
+      denoised = [["lcm_x0", cOut], ["sample", cSkip]];
+    } else {
+      denoised = [["sample", cOut * x0[0] + cSkip], ["model_output", cOut * x0[1]]];
+    }
     if (index !== n - 1) {
-      const a = Math.sqrt(ap);
       ops.push({ op: "randn", dst: "noise" });
       ops.push(lincomb("prev_sample", [
-        ["sample", a * denoised[0]],
-        ["model_output", a * denoised[1]],
+        ...scaleTerms(denoised, Math.sqrt(ap)),
         ["noise", Math.sqrt(1 - ap)],
       ]));
     } else {
-      ops.push(lincomb("prev_sample", [["sample", denoised[0]], ["model_output", denoised[1]]]));
+      ops.push(lincomb("prev_sample", denoised));
     }
     return { ops, output: "prev_sample" };
   }

@@ -25,7 +25,7 @@
  * @module
  */
 export type { BufferName, PlanOp, Scheduler, SchedulerConfig, StepPlan } from "./common.ts";
-export { ConfigReader } from "./common.ts";
+export { ConfigReader, MAX_TERMS } from "./common.ts";
 export { openConfig, type OpenedConfig, SchedulerBase, type ScheduleSetup } from "./base.ts";
 export { type RandnFn, runPlanCpu, sampleCpu, type SampleCpuOptions } from "./cpu.ts";
 export {
@@ -41,8 +41,16 @@ export {
   SCHEDULER_NAMES,
 } from "./registry.ts";
 export { DDIMScheduler } from "./ddim.ts";
+export { DDPMScheduler } from "./ddpm.ts";
+export { DEISMultistepScheduler } from "./deis.ts";
 export { DPMSolverMultistepScheduler } from "./dpmpp_2m.ts";
+export { DPMSolverSinglestepScheduler } from "./dpmpp_2s.ts";
 export { EulerDiscreteScheduler } from "./euler.ts";
 export { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
+export { HeunDiscreteScheduler } from "./heun.ts";
+export { KDPM2DiscreteScheduler } from "./kdpm2.ts";
+export { KDPM2AncestralDiscreteScheduler } from "./kdpm2_ancestral.ts";
 export { LCMScheduler } from "./lcm.ts";
+export { LMSDiscreteScheduler } from "./lms.ts";
 export { PNDMScheduler } from "./pndm.ts";
+export { UniPCMultistepScheduler } from "./unipc.ts";

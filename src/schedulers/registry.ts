@@ -8,11 +8,19 @@
  */
 import type { Scheduler, SchedulerConfig } from "./common.ts";
 import { DDIMScheduler } from "./ddim.ts";
+import { DDPMScheduler } from "./ddpm.ts";
+import { DEISMultistepScheduler } from "./deis.ts";
 import { DPMSolverMultistepScheduler } from "./dpmpp_2m.ts";
+import { DPMSolverSinglestepScheduler } from "./dpmpp_2s.ts";
 import { EulerDiscreteScheduler } from "./euler.ts";
 import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
+import { HeunDiscreteScheduler } from "./heun.ts";
+import { KDPM2DiscreteScheduler } from "./kdpm2.ts";
+import { KDPM2AncestralDiscreteScheduler } from "./kdpm2_ancestral.ts";
 import { LCMScheduler } from "./lcm.ts";
+import { LMSDiscreteScheduler } from "./lms.ts";
 import { PNDMScheduler } from "./pndm.ts";
+import { UniPCMultistepScheduler } from "./unipc.ts";
 
 /**
  * An option of {@link createScheduler} that only some samplers take.
@@ -103,10 +111,50 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     diffusers: "EulerAncestralDiscreteScheduler",
     a1111: "Euler a",
     sdcpp: ["euler_a"],
-    options: [],
+    options: ["karras"],
     stochastic: true,
     about: "Euler ancestral: an Euler step, then fresh noise",
     create: (c, o) => new EulerAncestralDiscreteScheduler(c, o),
+  },
+  {
+    kind: "heun",
+    diffusers: "HeunDiscreteScheduler",
+    a1111: "Heun",
+    sdcpp: ["heun"],
+    options: ["karras"],
+    stochastic: false,
+    about: "Heun's second-order method: two U-Net calls per step",
+    create: (c, o) => new HeunDiscreteScheduler(c, o),
+  },
+  {
+    kind: "dpm2",
+    diffusers: "KDPM2DiscreteScheduler",
+    a1111: "DPM2",
+    sdcpp: ["dpm2"],
+    options: ["karras"],
+    stochastic: false,
+    about: "DPM-Solver-2: a midpoint call per step (two U-Net calls)",
+    create: (c, o) => new KDPM2DiscreteScheduler(c, o),
+  },
+  {
+    kind: "dpm2_a",
+    diffusers: "KDPM2AncestralDiscreteScheduler",
+    a1111: "DPM2 a",
+    sdcpp: [],
+    options: ["karras"],
+    stochastic: true,
+    about: "ancestral DPM2: two U-Net calls per step, fresh noise",
+    create: (c, o) => new KDPM2AncestralDiscreteScheduler(c, o),
+  },
+  {
+    kind: "lms",
+    diffusers: "LMSDiscreteScheduler",
+    a1111: "LMS",
+    sdcpp: [],
+    options: ["karras"],
+    stochastic: false,
+    about: "linear multistep over the last four slopes",
+    create: (c, o) => new LMSDiscreteScheduler(c, o),
   },
   {
     kind: "dpmpp_2m",
@@ -118,6 +166,47 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     stochastic: false,
     about: "DPM-Solver++ multistep, second order",
     create: (c, o) => new DPMSolverMultistepScheduler(c, o),
+  },
+  {
+    kind: "dpmpp_2m_sde",
+    diffusers: "DPMSolverMultistepScheduler",
+    a1111: "DPM++ 2M SDE",
+    sdcpp: [],
+    options: ["karras"],
+    preset: { algorithm_type: "sde-dpmsolver++" },
+    stochastic: true,
+    about: "DPM-Solver++ multistep, stochastic (SDE) form",
+    create: (c, o) => new DPMSolverMultistepScheduler(c, o),
+  },
+  {
+    kind: "dpmpp_2s",
+    diffusers: "DPMSolverSinglestepScheduler",
+    a1111: "DPM++ 2S",
+    sdcpp: [],
+    options: ["karras"],
+    stochastic: false,
+    about: "DPM-Solver++ singlestep, second order (not A1111's ancestral 2S a)",
+    create: (c, o) => new DPMSolverSinglestepScheduler(c, o),
+  },
+  {
+    kind: "unipc",
+    diffusers: "UniPCMultistepScheduler",
+    a1111: "UniPC",
+    sdcpp: [],
+    options: ["karras"],
+    stochastic: false,
+    about: "UniPC: multistep predictor with a corrector, bh2",
+    create: (c, o) => new UniPCMultistepScheduler(c, o),
+  },
+  {
+    kind: "deis",
+    diffusers: "DEISMultistepScheduler",
+    a1111: "DEIS",
+    sdcpp: [],
+    options: ["karras"],
+    stochastic: false,
+    about: "DEIS: log-ρ multistep exponential integrator",
+    create: (c, o) => new DEISMultistepScheduler(c, o),
   },
   {
     kind: "ddim",
@@ -151,6 +240,16 @@ export const SAMPLERS: readonly SamplerInfo[] = [
     stochastic: false,
     about: "pseudo linear multistep (the SD 1.x default); one extra U-Net call",
     create: (c, o) => new PNDMScheduler(c, o),
+  },
+  {
+    kind: "ddpm",
+    diffusers: "DDPMScheduler",
+    a1111: "DDPM",
+    sdcpp: [],
+    options: [],
+    stochastic: true,
+    about: "DDPM ancestral sampling on the spaced schedule",
+    create: (c, o) => new DDPMScheduler(c, o),
   },
   {
     kind: "lcm",

@@ -38,6 +38,9 @@ Deno.test({
         }
         const s = await unary(x, "scale", { alpha: 0.5, beta: 2 }).read();
         assertClose(s, Array.from(host, (v) => v * 0.5 + 2), { ...TOL[dtype], label: "scale" });
+        const c = await unary(x, "clamp", { alpha: -1.5, beta: 2.25 }).read();
+        const clamped = Array.from(host, (v) => Math.min(2.25, Math.max(-1.5, v)));
+        assertClose(c, clamped, { atol: 0, rtol: 0, label: `clamp ${dtype}` });
         x.dispose();
       }
     }
