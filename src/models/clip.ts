@@ -27,6 +27,12 @@ export interface ClipForwardOptions {
   clipSkip?: number;
   /** Also return every hidden state (embedding output, then each layer's output). */
   outputHiddenStates?: boolean;
+  /**
+   * Token embeddings that replace the table's rows (textual inversion): `vectors` (`n · D` values)
+   * go to positions `position … position + n − 1` of the `B · L` sequence, before the position
+   * embeddings are added, as A1111's `EmbeddingsWithFixes`.
+   */
+  tokenEmbeddings?: readonly { position: number; vectors: Float32Array }[];
 }
 
 /** What {@link ClipTextModel.forward} returns; the caller disposes the tensors. */
@@ -283,7 +289,8 @@ export class ClipTextModel {
     const skipIndex = n + 1 - skip; // index into hidden_states of the layer clipSkip selects
 
     // 1. embeddings: token + position, looked up on the CPU
-    let x = this.#rt.upload(this.#embed(ids, batch), [batch, L, D], { dtype: this.dtype }); // [B, L, D]
+    const embedded = this.#embed(ids, batch, options.tokenEmbeddings ?? []);
+    let x = this.#rt.upload(embedded, [batch, L, D], { dtype: this.dtype }); // [B, L, D]
     const hiddenStates: Tensor[] = [x];
     let skipped: Tensor | undefined;
 
@@ -311,6 +318,11 @@ export class ClipTextModel {
       if (!keepAll) skipped.dispose();
     }
     return keepAll ? { lastHiddenState, hiddenStates, pooled } : { lastHiddenState, pooled };
+  }
+
+  /** The parameters by diffusers key (LoRA merging writes into them). */
+  get params(): ReadonlyMap<string, Tensor> {
+    return this.#store.params;
   }
 
   /** Frees the model's GPU parameters. */
@@ -342,19 +354,36 @@ export class ClipTextModel {
     return ids.length / L;
   }
 
-  /** `token_embedding[ids] + position_embedding[t]` as float32 `[B, L, D]`. */
-  #embed(ids: ArrayLike<number>, batch: number): Float32Array {
+  /** `token_embedding[ids]` (with the replaced rows) `+ position_embedding[t]`, float32 `[B, L, D]`. */
+  #embed(
+    ids: ArrayLike<number>,
+    batch: number,
+    replaced: readonly { position: number; vectors: Float32Array }[],
+  ): Float32Array {
     const L = this.seqLen, D = this.config.hidden_size;
-    const out = new Float32Array(batch * L * D);
+    const tokens = new Float32Array(batch * L * D);
+    for (let i = 0; i < batch * L; i++) {
+      tokens.set(this.tokenEmbedding.subarray(ids[i] * D, (ids[i] + 1) * D), i * D);
+    }
+    for (const { position, vectors } of replaced) {
+      if (
+        !(Number.isInteger(position) && position >= 0) || vectors.length % D !== 0 ||
+        position * D + vectors.length > tokens.length
+      ) {
+        throw new Error(
+          `denoise: token embeddings of ${vectors.length} values at position ${position} do not ` +
+            `fit ${batch} sequences of ${L} tokens × ${D}`,
+        );
+      }
+      tokens.set(vectors, position * D);
+    }
     for (let b = 0; b < batch; b++) {
       for (let t = 0; t < L; t++) {
-        const row = (b * L + t) * D, tok = ids[b * L + t] * D, pos = t * D;
-        for (let c = 0; c < D; c++) {
-          out[row + c] = this.tokenEmbedding[tok + c] + this.positionEmbedding[pos + c];
-        }
+        const row = (b * L + t) * D, pos = t * D;
+        for (let c = 0; c < D; c++) tokens[row + c] += this.positionEmbedding[pos + c];
       }
     }
-    return out;
+    return tokens;
   }
 
   /**

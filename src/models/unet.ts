@@ -339,6 +339,11 @@ export class UNet2DConditionModel {
     return out;
   }
 
+  /** The parameters by diffusers key (LoRA merging writes into them). */
+  get params(): ReadonlyMap<string, Tensor> {
+    return this.#store.params;
+  }
+
   /** Frees the parameters. */
   dispose(): void {
     this.#store.dispose();
