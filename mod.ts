@@ -98,6 +98,7 @@ export {
   type AddonInfotext,
   addonInfotext,
   type AddonOptions,
+  checkPromptLoras,
   type VaeInfo,
 } from "./src/pipeline/addons.ts";
 export {

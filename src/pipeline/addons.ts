@@ -268,6 +268,31 @@ export async function findLoraFile(dir: string, name: string): Promise<string> {
 }
 
 /**
+ * Checks a prompt's `<lora:…>` tags before a model is loaded: their syntax, that a LoRA folder is
+ * given when there are tags, and that each names a file there. Returns the files.
+ *
+ * @example
+ * ```ts
+ * import { checkPromptLoras } from "@denoise/sd";
+ * await checkPromptLoras("a castle <lora:ghibli:0.7>", "loras"); // ["loras/ghibli.safetensors"]
+ * ```
+ */
+export async function checkPromptLoras(prompt: string, loraDir?: string): Promise<string[]> {
+  const { loras } = parseExtraNetworks(prompt);
+  if (loras.length > 0 && loraDir === undefined) throw noLoraDir(loras[0].tag);
+  const files: string[] = [];
+  for (const tag of loras) files.push(await findLoraFile(loraDir!, tag.name));
+  return files;
+}
+
+function noLoraDir(tag: string): Error {
+  return new Error(
+    `the prompt names ${tag}, but no LoRA folder is set: pass { loraDir } to loadPipeline or ` +
+      `encodePrompt (gen.ts: --lora-model-dir DIR)`,
+  );
+}
+
+/**
  * Takes the `<lora:…>` tags out of a prompt and merges the pipeline's LoRAs plus the tagged ones
  * (resolved in the LoRA folder) and `extra`. Returns the text to tokenize and the set merged.
  */
@@ -280,12 +305,7 @@ export async function preparePromptLoras(
   const dir = options.loraDir ?? states.get(pipe)?.loraDir;
   const specs: LoraSpec[] = [...(options.loras ?? [])];
   for (const tag of tags) {
-    if (dir === undefined) {
-      throw new Error(
-        `the prompt names ${tag.tag}, but no LoRA folder is set: pass { loraDir } to ` +
-          `loadPipeline or encodePrompt (gen.ts: --lora-model-dir DIR)`,
-      );
-    }
+    if (dir === undefined) throw noLoraDir(tag.tag);
     specs.push({
       lora: await findLoraFile(dir, tag.name),
       te: tag.te,

@@ -123,6 +123,12 @@ export async function loadPipeline(
       ? undefined
       : await openVaeSource(options.vae, { config: source.configs.vae });
     const configs = vaeSource ? { ...source.configs, vae: vaeSource.config } : source.configs;
+    if (configs.vae.latent_channels !== source.configs.vae.latent_channels) {
+      throw new Error(
+        `VAE ${options.vae} has ${configs.vae.latent_channels} latent channels, the model ` +
+          `${source.configs.vae.latent_channels}: use a VAE made for this model family`,
+      );
+    }
     // the tokenizer first: a single file without one fails before gigabytes are read
     const tokenizer = await openTokenizer(path, source, options, helper?.root);
     // Each tensor is read from the file when its model takes it, uploaded, and dropped.
