@@ -14,5 +14,6 @@ export * from "./kernel.ts";
 export * from "./pool.ts";
 export * from "./profiler.ts";
 export * from "./runtime.ts";
+export { bindScope, chain, type ChainStep, isScoped, keepTensors, tensorScope } from "./scope.ts";
 export * from "./tensor.ts";
 export * from "./wgsl_lib.ts";

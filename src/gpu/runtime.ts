@@ -9,6 +9,7 @@ import { assertNotLost, type DType, getGpu, type Gpu, type GpuOptions } from "./
 import { type CompiledKernel, loadTemplates, PipelineCache, type PipelineKey } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
 import type { Profiler } from "./profiler.ts";
+import { keepTensors, tensorScope, trackTensor } from "./scope.ts";
 import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 
 /** Every kernel template the package ships; loaded when a runtime is created. */
@@ -136,7 +137,37 @@ export class Runtime {
   empty(shape: readonly number[], dtype: DType = "f32", options: { exact?: boolean } = {}): Tensor {
     this.assertDType(dtype);
     const buf = this.pool.acquire(Math.max(4, numel(shape) * dtypeBytes(dtype)), options);
-    return new Tensor(this, buf, [...shape], dtype);
+    const t = new Tensor(this, buf, [...shape], dtype);
+    trackTensor(t);
+    return t;
+  }
+
+  /**
+   * Runs `fn` in a tensor scope: every tensor allocated while it runs (sync, or until its promise
+   * settles) is freed when it ends, except the tensors its result holds (a tensor, or arrays and
+   * plain objects of them), which the caller, or the enclosing scope, then owns. The ownership rule
+   * and the details are in `scope.ts`.
+   *
+   * @example
+   * ```ts
+   * import { Runtime } from "@denoise/sd/gpu";
+   * import { unary } from "@denoise/sd/ops";
+   * const rt = await Runtime.create();
+   * using x = rt.upload(new Float32Array([1, -2, 3]), [3]);
+   * using y = rt.scope(() => unary(unary(x, "silu"), "gelu")); // the silu output is freed
+   * console.log(await y.read());
+   * ```
+   */
+  scope<T>(fn: () => T): T {
+    return tensorScope(fn);
+  }
+
+  /**
+   * Takes the tensors `value` holds out of their scopes, so that no scope frees them (weights,
+   * caches, state kept across calls); returns `value`. Whoever keeps them disposes them.
+   */
+  keep<T>(value: T): T {
+    return keepTensors(value);
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import type { DType } from "./device.ts";
 import type { Runtime } from "./runtime.ts";
+import { releaseTensor } from "./scope.ts";
 
 /** Bytes per element of a dtype. */
 export function dtypeBytes(dtype: DType): number {
@@ -25,9 +26,8 @@ export function numel(shape: readonly number[]): number {
  * ```ts
  * import { Runtime } from "./runtime.ts";
  * const rt = await Runtime.create();
- * const t = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]);
+ * using t = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]); // freed at the end of the block
  * console.log(await t.read()); // Float32Array [1, 2, 3, 4]
- * t.dispose();
  * ```
  */
 export class Tensor {
@@ -63,6 +63,11 @@ export class Tensor {
     return this.#buffer === null || (this.#parent?.disposed ?? false);
   }
 
+  /** The tensor that owns the storage: this one, or for a view (`reshape`) the tensor it views. */
+  get base(): Tensor {
+    return this.#parent?.base ?? this;
+  }
+
   /** The GPU buffer; throws if the tensor was disposed. */
   get buffer(): GPUBuffer {
     if (this.disposed || !this.#buffer) {
@@ -84,9 +89,19 @@ export class Tensor {
     return this.rt.read(this);
   }
 
-  /** Frees the storage (stream-ordered: work already recorded still sees the data). */
+  /**
+   * Frees the storage (stream-ordered: work already recorded still sees the data). Disposing a
+   * view ends the view only, unless a scope handed it the storage (see `scope.ts`); disposing
+   * twice is harmless.
+   */
   dispose(): void {
     if (this.#buffer && this.#owned) this.rt.pool.release(this.#buffer);
     this.#buffer = null;
+    releaseTensor(this);
+  }
+
+  /** `using t = …` frees the tensor at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

@@ -9,6 +9,7 @@
  */
 import type { DType } from "../gpu/device.ts";
 import type { Runtime } from "../gpu/runtime.ts";
+import { chain } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { batchConcat, batchSlice } from "../ops/layout.ts";
@@ -27,12 +28,6 @@ export interface ClipForwardOptions {
   clipSkip?: number;
   /** Also return every hidden state (embedding output, then each layer's output). */
   outputHiddenStates?: boolean;
-  /**
-   * Token embeddings that replace the table's rows (textual inversion): `vectors` (`n · D` values)
-   * go to positions `position … position + n − 1` of the `B · L` sequence, before the position
-   * embeddings are added, as A1111's `EmbeddingsWithFixes`.
-   */
-  tokenEmbeddings?: readonly { position: number; vectors: Float32Array }[];
 }
 
 /** What {@link ClipTextModel.forward} returns; the caller disposes the tensors. */
@@ -111,16 +106,20 @@ export class ClipAttention {
   /** `residual + out_proj(attention(h))` for the normed input `h` `[B, L, D]`. */
   forward(h: Tensor, residual: Tensor): Tensor {
     const headDim = h.shape[2] / this.heads;
-    const q = this.q_proj.forward(h); // [B, L, D]
-    const k = this.k_proj.forward(h); // [B, L, D]
-    const v = this.v_proj.forward(h); // [B, L, D]
-    const a = attention(q, { k: k, v: v, heads: this.heads, causal: true, scale: headDim ** -0.5 }); // [B, L, D]
-    q.dispose();
-    k.dispose();
-    v.dispose();
-    const out = this.out_proj.forward(a, { residual }); // [B, L, D]
-    a.dispose();
-    return out;
+    return chain(
+      h,
+      (t) =>
+        h.rt.scope(() =>
+          attention(this.q_proj.forward(t), {
+            k: this.k_proj.forward(t), // [B, L, D]
+            v: this.v_proj.forward(t), // [B, L, D]
+            heads: this.heads,
+            causal: true,
+            scale: headDim ** -0.5,
+          })
+        ), // [B, L, D]
+      (t) => this.out_proj.forward(t, { residual }), // [B, L, D]
+    );
   }
 }
 
@@ -162,18 +161,19 @@ export class ClipEncoderLayer {
 
   /** One layer on `x` `[B, L, D]` (left intact). */
   forward(x: Tensor): Tensor {
-    // 1. self-attention block
-    const h1 = this.layer_norm1.forward(x); // [B, L, D]
-    const x1 = this.self_attn.forward(h1, x); // [B, L, D]
-    h1.dispose();
-    // 2. MLP block
-    const h2 = this.layer_norm2.forward(x1); // [B, L, D]
-    const m = this.mlp.fc1.forward(h2, { activation: this.activation }); // [B, L, I]
-    h2.dispose();
-    const out = this.mlp.fc2.forward(m, { residual: x1 }); // [B, L, D]
-    m.dispose();
-    x1.dispose();
-    return out;
+    return chain(
+      x,
+      // 1. self-attention block
+      (t) => x.rt.scope(() => this.self_attn.forward(this.layer_norm1.forward(t), t)), // [B, L, D]
+      // 2. MLP block
+      (t) =>
+        chain(
+          t,
+          (h) => this.layer_norm2.forward(h), // [B, L, D]
+          (h) => this.mlp.fc1.forward(h, { activation: this.activation }), // [B, L, I]
+          (h) => this.mlp.fc2.forward(h, { residual: t }), // [B, L, D]
+        ),
+    );
   }
 }
 
@@ -285,44 +285,36 @@ export class ClipTextModel {
         `denoise: clipSkip ${skip} is out of range: use an integer from 1 (last layer) to ${n}`,
       );
     }
-    const keepAll = options.outputHiddenStates ?? false;
     const skipIndex = n + 1 - skip; // index into hidden_states of the layer clipSkip selects
 
-    // 1. embeddings: token + position, looked up on the CPU
-    const embedded = this.#embed(ids, batch, options.tokenEmbeddings ?? []);
-    let x = this.#rt.upload(embedded, [batch, L, D], { dtype: this.dtype }); // [B, L, D]
-    const hiddenStates: Tensor[] = [x];
-    let skipped: Tensor | undefined;
-
-    // 2. transformer layers (causal self-attention + MLP)
-    for (let i = 0; i < n; i++) {
-      const next = this.layers[i].forward(x); // [B, L, D]
-      if (keepAll) hiddenStates.push(next);
-      else if (x !== skipped) x.dispose();
-      x = next;
-      if (i + 1 === skipIndex && skip > 1) skipped = x; // kept for step 5
-    }
-
-    // 3. final LayerNorm
-    const last = this.final_layer_norm.forward(x); // [B, L, D]
-    if (!keepAll) x.dispose();
-
-    // 4. pooled output: the final-normed state at each sequence's end-of-text token
-    const pooled = this.#pool(last, this.#eosPositions(ids, batch)); // [B, D]
-
-    // 5. CLIP skip: the final LayerNorm of an earlier layer's output
-    let lastHiddenState = last;
-    if (skipped !== undefined) {
-      lastHiddenState = this.final_layer_norm.forward(skipped); // [B, L, D]
-      last.dispose();
-      if (!keepAll) skipped.dispose();
-    }
-    return keepAll ? { lastHiddenState, hiddenStates, pooled } : { lastHiddenState, pooled };
-  }
-
-  /** The parameters by diffusers key (LoRA merging writes into them). */
-  get params(): ReadonlyMap<string, Tensor> {
-    return this.#store.params;
+    const layers = (from: number, to: number) =>
+      this.layers.slice(from, to).map((layer) => (t: Tensor) => layer.forward(t));
+    return this.#rt.scope(() => {
+      // 1. embeddings: token + position, looked up on the CPU
+      const embed = () =>
+        this.#rt.upload(this.#embed(ids, batch), [batch, L, D], { dtype: this.dtype }); // [B, L, D]
+      // 2. transformer layers (causal self-attention + MLP): every output kept when asked for,
+      // else only the one clipSkip selects
+      const hiddenStates: Tensor[] = [];
+      if (options.outputHiddenStates) {
+        hiddenStates.push(embed());
+        for (const step of layers(0, n)) hiddenStates.push(step(hiddenStates.at(-1)!)); // [B, L, D]
+      }
+      const selected = hiddenStates[skipIndex] ?? chain(embed, ...layers(0, skipIndex)); // [B, L, D]
+      // 3. final LayerNorm of the last layer's output
+      const last = chain(
+        hiddenStates[n] ?? selected,
+        ...(hiddenStates[n] ? [] : layers(skipIndex, n)), // [B, L, D]
+        (t) => this.final_layer_norm.forward(t), // [B, L, D]
+      );
+      // 4. pooled output: the final-normed state at each sequence's end-of-text token
+      const pooled = this.#pool(last, this.#eosPositions(ids, batch)); // [B, D]
+      // 5. CLIP skip: the final LayerNorm of an earlier layer's output
+      const lastHiddenState = skip > 1 ? this.final_layer_norm.forward(selected) : last; // [B, L, D]
+      return options.outputHiddenStates
+        ? { lastHiddenState, hiddenStates, pooled }
+        : { lastHiddenState, pooled };
+    });
   }
 
   /** Frees the model's GPU parameters. */
@@ -354,36 +346,19 @@ export class ClipTextModel {
     return ids.length / L;
   }
 
-  /** `token_embedding[ids]` (with the replaced rows) `+ position_embedding[t]`, float32 `[B, L, D]`. */
-  #embed(
-    ids: ArrayLike<number>,
-    batch: number,
-    replaced: readonly { position: number; vectors: Float32Array }[],
-  ): Float32Array {
+  /** `token_embedding[ids] + position_embedding[t]` as float32 `[B, L, D]`. */
+  #embed(ids: ArrayLike<number>, batch: number): Float32Array {
     const L = this.seqLen, D = this.config.hidden_size;
-    const tokens = new Float32Array(batch * L * D);
-    for (let i = 0; i < batch * L; i++) {
-      tokens.set(this.tokenEmbedding.subarray(ids[i] * D, (ids[i] + 1) * D), i * D);
-    }
-    for (const { position, vectors } of replaced) {
-      if (
-        !(Number.isInteger(position) && position >= 0) || vectors.length % D !== 0 ||
-        position * D + vectors.length > tokens.length
-      ) {
-        throw new Error(
-          `denoise: token embeddings of ${vectors.length} values at position ${position} do not ` +
-            `fit ${batch} sequences of ${L} tokens × ${D}`,
-        );
-      }
-      tokens.set(vectors, position * D);
-    }
+    const out = new Float32Array(batch * L * D);
     for (let b = 0; b < batch; b++) {
       for (let t = 0; t < L; t++) {
-        const row = (b * L + t) * D, pos = t * D;
-        for (let c = 0; c < D; c++) tokens[row + c] += this.positionEmbedding[pos + c];
+        const row = (b * L + t) * D, tok = ids[b * L + t] * D, pos = t * D;
+        for (let c = 0; c < D; c++) {
+          out[row + c] = this.tokenEmbedding[tok + c] + this.positionEmbedding[pos + c];
+        }
       }
     }
-    return tokens;
+    return out;
   }
 
   /**
@@ -409,10 +384,9 @@ export class ClipTextModel {
   #pool(x: Tensor, positions: number[]): Tensor {
     const L = this.seqLen, D = this.config.hidden_size, B = positions.length;
     const rows = x.reshape([B * L, D]);
-    const picked = positions.map((p, b) => batchSlice(rows, { start: b * L + p, count: 1 })); // [1, D] each
-    if (B === 1) return picked[0];
-    const out = batchConcat(picked); // [B, D]
-    for (const p of picked) p.dispose();
-    return out;
+    return x.rt.scope(() => {
+      const picked = positions.map((p, b) => batchSlice(rows, { start: b * L + p, count: 1 })); // [1, D] each
+      return B === 1 ? picked[0] : batchConcat(picked); // [B, D]
+    });
   }
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { chain } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { binary } from "../ops/elementwise.ts";
 import { concatChannels } from "../ops/layout.ts";
@@ -70,32 +71,39 @@ export class ResnetBlock2D {
   /**
    * The block on `x` `[B, Cin, H, W]` (channel-concatenated with `skip` first, in up blocks);
    * `temb` is `silu(time embedding)` `[B, T]`, required when the block has `time_emb_proj`.
+   * Borrows its inputs and returns a new tensor (the rule in `src/gpu/scope.ts`).
    */
   forward(x: Tensor, options: { temb?: Tensor; skip?: Tensor } = {}): Tensor {
-    const [b, , h, w] = x.shape;
-    const cout = this.config.outChannels;
-    const input = options.skip ? concatChannels(x, options.skip) : x; // [B, Cin, H, W]
-    const n1 = this.norm1.forward(input, { silu: true }); // [B, Cin, H, W]
-    const c1 = this.conv1.forward(n1); // [B, Cout, H, W]
-    n1.dispose();
-    let pre = c1; // what norm2 reads: conv1's output, plus the time embedding in the U-Net
-    if (this.time_emb_proj) {
-      if (!options.temb) throw new Error("denoise: this ResnetBlock2D needs a time embedding");
-      const t = this.time_emb_proj.forward(options.temb); // [B, Cout]
-      pre = binary(c1.reshape([b * cout, h * w]), t.reshape([b * cout]), {
-        op: "add",
-        axis: 0,
-      }); // [B·Cout, H·W]
-      c1.dispose();
-      t.dispose();
+    const { temb, skip } = options;
+    if (this.time_emb_proj && !temb) {
+      throw new Error("denoise: this ResnetBlock2D needs a time embedding");
     }
-    const n2 = this.norm2.forward(pre.reshape([b, cout, h, w]), { silu: true }); // [B, Cout, H, W]
-    pre.dispose();
-    const shortcut = this.conv_shortcut?.forward(input) ?? input; // [B, Cout, H, W]
-    const out = this.conv2.forward(n2, { residual: shortcut }); // [B, Cout, H, W]
-    n2.dispose();
-    if (shortcut !== input) shortcut.dispose();
-    if (input !== x) input.dispose();
-    return out;
+    return x.rt.scope(() => {
+      // 1. the input, with the skip concatenated in up blocks
+      const input = skip ? concatChannels(x, skip) : x; // [B, Cin, H, W]
+      // 2. silu(norm2(conv1(silu(norm1(input))) + time_emb_proj(temb)))
+      const h = chain(
+        input,
+        (t) => this.norm1.forward(t, { silu: true }), // [B, Cin, H, W]
+        (t) => this.conv1.forward(t), // [B, Cout, H, W]
+        (t) => this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
+        (t) => this.norm2.forward(t, { silu: true }), // [B, Cout, H, W]
+      );
+      // 3. conv2 plus the shortcut
+      const shortcut = this.conv_shortcut?.forward(input) ?? input; // [B, Cout, H, W]
+      return this.conv2.forward(h, { residual: shortcut }); // [B, Cout, H, W]
+    });
+  }
+
+  /** `h + time_emb_proj(temb)` per channel (U-Net); `h` itself without a time embedding (VAE). */
+  #addTimeEmbedding(h: Tensor, temb: Tensor | undefined): Tensor {
+    if (!this.time_emb_proj || !temb) return h;
+    const [b, c, height, width] = h.shape;
+    using t = this.time_emb_proj.forward(temb); // [B, Cout]
+    return binary(h.reshape([b * c, height * width]), t.reshape([b * c]), {
+      op: "add",
+      axis: 0,
+      out: h.rt.empty(h.shape, h.dtype),
+    }); // [B, Cout, H, W]
   }
 }

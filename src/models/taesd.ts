@@ -17,6 +17,7 @@
  */
 import type { DType } from "../gpu/device.ts";
 import type { Runtime } from "../gpu/runtime.ts";
+import { chain, type ChainStep } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { cast } from "../ops/elementwise.ts";
 import { conv2d } from "../ops/conv2d.ts";
@@ -109,7 +110,9 @@ export async function loadTaesdDecoder(
   try {
     checkKeys(file.tensors, typeof path === "string" ? path : decodeURIComponent(path.pathname));
     const take = async (key: string): Promise<Tensor> => {
-      const t = rt.upload(await file.readF32(key), file.tensors.get(key)!.shape, { dtype });
+      const t = rt.keep(
+        rt.upload(await file.readF32(key), file.tensors.get(key)!.shape, { dtype }),
+      );
       uploaded.push(t);
       return t;
     };
@@ -192,47 +195,40 @@ function decodeWith(
       `denoise: TAESD decodes latents [B, ${channels}, h, w], got [${latent.shape}]`,
     );
   }
-  const input = latent.dtype === dtype ? latent : cast(latent, dtype);
-  let h = input;
+  const steps: ChainStep[] = [(t) => t.dtype === dtype ? t : cast(t, dtype)];
   let softClamp: number | undefined;
   let upsample = false;
-  const replace = (next: Tensor) => {
-    if (h !== latent) h.dispose();
-    h = next;
-  };
   for (let i = 0; i < DECODER_LAYERS.length; i++) {
     const kind = DECODER_LAYERS[i];
     if (kind === "clamp") softClamp = CLAMP;
     else if (kind === "up") upsample = true;
     else if (kind === "conv") {
-      const c = layers[i] as Conv;
+      const { weight, bias } = layers[i] as Conv;
       const relu = DECODER_LAYERS[i + 1] === "relu";
+      const options = { bias, softClamp, upsample, activation: relu ? "relu" : "none" } as const;
       // [B, 64, H, W] (×2 after an upsample); [B, 3, 8h, 8w] for the last conv
-      replace(conv2d(h, c.weight, {
-        bias: c.bias,
-        softClamp,
-        upsample,
-        activation: relu ? "relu" : "none",
-      }));
+      steps.push((t) => conv2d(t, weight, options));
       softClamp = undefined;
       upsample = false;
       if (relu) i++;
     } else if (kind === "block") {
-      const { convs, skip } = layers[i] as Block;
-      const a = conv2d(h, convs[0].weight, { bias: convs[0].bias, activation: "relu" }); // [B, 64, H, W]
-      const b = conv2d(a, convs[1].weight, { bias: convs[1].bias, activation: "relu" }); // [B, 64, H, W]
-      a.dispose();
-      const res = skip ? conv2d(h, skip.weight, { bias: skip.bias }) : h;
-      // ReLU(conv(b) + skip(h)): [B, 64, H, W]
-      const out = conv2d(b, convs[2].weight, {
-        bias: convs[2].bias,
-        residual: res,
-        activation: "relu",
-      });
-      b.dispose();
-      if (res !== h) res.dispose();
-      replace(out);
+      const block = layers[i] as Block;
+      steps.push((t) => taesdBlock(t, block)); // [B, 64, H, W]
     }
   }
-  return h; // [B, 3, 8h, 8w]
+  return chain(latent, ...steps); // [B, 3, 8h, 8w]
+}
+
+/** `ReLU(conv(relu(conv(relu(conv(h))))) + skip(h))` on `h` `[B, 64, H, W]`. */
+function taesdBlock(h: Tensor, block: Block): Tensor {
+  const { convs, skip } = block;
+  return h.rt.scope(() => {
+    const b = chain(
+      h,
+      (t) => conv2d(t, convs[0].weight, { bias: convs[0].bias, activation: "relu" }), // [B, 64, H, W]
+      (t) => conv2d(t, convs[1].weight, { bias: convs[1].bias, activation: "relu" }), // [B, 64, H, W]
+    );
+    const res = skip ? conv2d(h, skip.weight, { bias: skip.bias }) : h; // [B, 64, H, W]
+    return conv2d(b, convs[2].weight, { bias: convs[2].bias, residual: res, activation: "relu" }); // [B, 64, H, W]
+  });
 }

@@ -6,6 +6,7 @@
  */
 import type { DType } from "../gpu/device.ts";
 import type { Runtime } from "../gpu/runtime.ts";
+import { bindScope, chain, type ChainStep } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../ops/elementwise.ts";
 import type { UNet2DConditionConfig } from "../weights/configs.ts";
@@ -24,7 +25,8 @@ export interface UNetForwardOptions {
   /**
    * Called with the diffusers module name (`time_proj`, `time_embedding`, `conv_in`,
    * `down_blocks.N`, `mid_block`, `up_blocks.N`, `conv_norm_out`, `conv_act`, `conv_out`) and its
-   * output. The model frees intermediates afterwards: copy what you keep (e.g. `rt.copy`).
+   * output, borrowed: the model frees intermediates afterwards, so read or copy what you keep
+   * (`read()` records its copy at once; or `rt.copy`).
    */
   capture?: (name: string, t: Tensor) => void;
   /**
@@ -273,7 +275,7 @@ export class UNet2DConditionModel {
   forward(sample: Tensor, options: UNetForwardOptions): Tensor {
     const { timestep, encoderHiddenStates } = options;
     const b = this.#checkInputs(sample, encoderHiddenStates);
-    const capture = options.capture;
+    const capture = options.capture && bindScope(options.capture); // hooks allocate in our caller's scope
     const ch0 = this.config.block_out_channels[0];
     // 1. time embedding
     const steps = typeof timestep === "number" ? Array(b).fill(timestep) : [...timestep];
@@ -283,65 +285,64 @@ export class UNet2DConditionModel {
           `one per batch item`,
       );
     }
-    const tEmb = this.rt.upload(
-      timestepEmbedding(steps, ch0, {
-        flipSinToCos: (this.config.flip_sin_to_cos as boolean | undefined) ?? true,
-        freqShift: (this.config.freq_shift as number | undefined) ?? 0,
-      }),
-      [b, ch0],
-      { dtype: this.dtype },
-    ); // [B, C0]
-    capture?.("time_proj", tEmb);
-    const t1 = this.time_embedding.linear_1.forward(tEmb, { activation: "silu" }); // [B, 4·C0]
-    tEmb.dispose();
-    const emb = this.time_embedding.linear_2.forward(t1); // [B, 4·C0]
-    t1.dispose();
-    capture?.("time_embedding", emb);
-    const ctx: UNetContext = {
-      tembAct: unary(emb, "silu"),
-      encoderHiddenStates,
-      attentionProbs: options.attentionProbs,
-    };
-    emb.dispose();
-    // 2. conv_in
-    const x = this.conv_in.forward(sample); // [B, C0, h, w]
-    capture?.("conv_in", x);
-    // 3. down path (every output is kept as a skip for the up path)
-    const skips: Tensor[] = [x];
-    let hidden = x;
-    this.down_blocks.forEach((block, i) => {
-      hidden = block.forward(hidden, ctx, skips); // [B, C_i, h/2^(i+1), w/2^(i+1)], last: no halving
-      capture?.(`down_blocks.${i}`, hidden);
+    return this.rt.scope(() => {
+      const tap = (name: string, step: ChainStep): ChainStep => (t) => {
+        const y = step(t);
+        capture?.(name, y);
+        return y;
+      };
+      // 1. time embedding: silu(linear_2(silu(linear_1(sinusoid(t))))), shared by every resnet
+      const tembAct = chain(
+        () => {
+          const tProj = this.rt.upload(
+            timestepEmbedding(steps, ch0, {
+              flipSinToCos: (this.config.flip_sin_to_cos as boolean | undefined) ?? true,
+              freqShift: (this.config.freq_shift as number | undefined) ?? 0,
+            }),
+            [b, ch0],
+            { dtype: this.dtype },
+          ); // [B, C0]
+          capture?.("time_proj", tProj);
+          return tProj;
+        },
+        (t) => this.time_embedding.linear_1.forward(t, { activation: "silu" }), // [B, 4·C0]
+        tap("time_embedding", (t) => this.time_embedding.linear_2.forward(t)), // [B, 4·C0]
+        (t) => unary(t, "silu"), // [B, 4·C0]
+      );
+      const ctx: UNetContext = {
+        tembAct,
+        encoderHiddenStates,
+        attentionProbs: options.attentionProbs && bindScope(options.attentionProbs),
+      };
+      // 2. conv_in
+      const x = this.conv_in.forward(sample); // [B, C0, h, w]
+      capture?.("conv_in", x);
+      // 3. down path: every stage's output is a skip for the up path
+      const skips: Tensor[] = [x];
+      for (const [i, block] of this.down_blocks.entries()) {
+        skips.push(...block.forward(skips.at(-1)!, ctx)); // [B, C_i, h/2^(i+1), w/2^(i+1)]
+        capture?.(`down_blocks.${i}`, skips.at(-1)!);
+      }
+      return chain(
+        skips.at(-1)!,
+        // 4. mid block
+        tap("mid_block", (t) => this.mid_block.forward(t, ctx)), // [B, Clast, h/2^(n−1), w/2^(n−1)]
+        // 5. up path: each block takes its skips off the stack
+        ...this.up_blocks.map((block, i) =>
+          tap(`up_blocks.${i}`, (t) => block.forward(t, ctx, skips)) // [B, C, H·2, W·2]
+        ),
+        // 6. post-process
+        (t) => {
+          if (capture) {
+            using normed = this.conv_norm_out.forward(t); // [B, C0, h, w]
+            capture("conv_norm_out", normed);
+          }
+          return this.conv_norm_out.forward(t, { silu: true }); // [B, C0, h, w]
+        },
+        tap("conv_act", (t) => t),
+        tap("conv_out", (t) => this.conv_out.forward(t)), // [B, out_channels, h, w]
+      );
     });
-    // 4. mid block
-    hidden = this.mid_block.forward(hidden, ctx); // [B, Clast, h/2^(n−1), w/2^(n−1)]
-    capture?.("mid_block", hidden);
-    // 5. up path (each block consumes its skips)
-    this.up_blocks.forEach((block, i) => {
-      const next = block.forward(hidden, ctx, skips); // [B, C, H·2, W·2]
-      hidden.dispose();
-      hidden = next;
-      capture?.(`up_blocks.${i}`, hidden);
-    });
-    ctx.tembAct.dispose();
-    // 6. post-process
-    if (capture) {
-      const normed = this.conv_norm_out.forward(hidden); // [B, C0, h, w]
-      capture("conv_norm_out", normed);
-      normed.dispose();
-    }
-    const act = this.conv_norm_out.forward(hidden, { silu: true }); // [B, C0, h, w]
-    hidden.dispose();
-    capture?.("conv_act", act);
-    const out = this.conv_out.forward(act); // [B, out_channels, h, w]
-    act.dispose();
-    capture?.("conv_out", out);
-    return out;
-  }
-
-  /** The parameters by diffusers key (LoRA merging writes into them). */
-  get params(): ReadonlyMap<string, Tensor> {
-    return this.#store.params;
   }
 
   /** Frees the parameters. */

@@ -1,11 +1,14 @@
 /**
  * The building blocks of the diffusers `UNet2DConditionModel` (besides `ResnetBlock2D`, in
  * `resnet.ts`): `Transformer2DModel` (with `BasicTransformerBlock`, `Attention`, `FeedForward`), the down / mid /
- * up blocks, under their checkpoint names. Each `forward` records ops and never disposes its
- * inputs; intermediates are freed as soon as they are consumed.
+ * up blocks, under their checkpoint names. Each `forward` records ops, borrows its inputs and
+ * returns new tensors (the ownership rule of `src/gpu/scope.ts`); intermediates are freed as soon
+ * as they are consumed. The one exception is the skip stack: an up block takes the skips it reads
+ * off the stack, and frees them.
  *
  * @module
  */
+import { chain } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { linear } from "../ops/gemm.ts";
@@ -98,8 +101,8 @@ export class Attention {
   }
 
   /**
-   * Attention of `x` over `context` (or itself), plus `residual`; `probs` receives the
-   * head-averaged attention probabilities `[B, L, Lk]` (f32, owned by the callee).
+   * Attention of `x` over `context` (or itself), plus `residual`; `probs` is handed the
+   * head-averaged attention probabilities `[B, L, Lk]` (f32; the hook owns and disposes them).
    */
   forward(
     x: Tensor,
@@ -109,21 +112,26 @@ export class Attention {
       probs?: (name: string, probs: Tensor) => void;
     } = {},
   ): Tensor {
-    const src = options.context ?? x;
-    const q = this.to_q.forward(x); // [B, L, C]
-    const k = this.to_k.forward(src); // [B, Lk, C]
-    const v = this.to_v.forward(src); // [B, Lk, C]
-    const probs = options.probs
+    return chain(
+      x,
+      (t) => x.rt.scope(() => this.#attend(t, options.context ?? t, options.probs)), // [B, L, C]
+      (t) => this.to_out[0].forward(t, { residual: options.residual }), // [B, L, C]
+    );
+  }
+
+  /** Multi-head attention of the projections of `x` `[B, L, C]` over `src` `[B, Lk, Cctx]`. */
+  #attend(x: Tensor, src: Tensor, hook?: (name: string, probs: Tensor) => void): Tensor {
+    const probs = hook
       ? x.rt.empty([x.shape[0], x.shape[1], src.shape[1]], "f32") // [B, L, Lk]
       : undefined;
-    const o = attention(q, { k: k, v: v, heads: this.heads, probs }); // [B, L, C]
-    if (probs) options.probs!(this.name, probs);
-    q.dispose();
-    k.dispose();
-    v.dispose();
-    const out = this.to_out[0].forward(o, { residual: options.residual }); // [B, L, C]
-    o.dispose();
-    return out;
+    const o = attention(this.to_q.forward(x), {
+      k: this.to_k.forward(src), // [B, Lk, C]
+      v: this.to_v.forward(src), // [B, Lk, C]
+      heads: this.heads,
+      probs,
+    }); // [B, L, C]
+    if (probs) hook!(this.name, x.rt.keep(probs)); // handed over: the hook owns it
+    return o;
   }
 }
 
@@ -154,12 +162,12 @@ export class FeedForward {
 
   /** The feed-forward of `x`, plus `residual`. */
   forward(x: Tensor, options: { residual?: Tensor } = {}): Tensor {
-    const hg = this.net[0].proj.forward(x); // [B, L, 2·inner]
-    const g = geglu(hg); // [B, L, inner]
-    hg.dispose();
-    const out = this.net[2].forward(g, { residual: options.residual }); // [B, L, dim]
-    g.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => this.net[0].proj.forward(t), // [B, L, 2·inner]
+      (t) => geglu(t), // [B, L, inner]
+      (t) => this.net[2].forward(t, { residual: options.residual }), // [B, L, dim]
+    );
   }
 }
 
@@ -205,18 +213,23 @@ export class BasicTransformerBlock {
   /** The block on tokens `x` `[B, L, dim]` with the text context of `ctx` `[B, Lctx, Dctx]`. */
   forward(x: Tensor, ctx: UNetContext): Tensor {
     const context = ctx.encoderHiddenStates;
-    const n1 = this.norm1.forward(x); // [B, L, C]
-    const h1 = this.attn1.forward(n1, { residual: x }); // [B, L, C]
-    n1.dispose();
-    const n2 = this.norm2.forward(h1); // [B, L, C]
-    const h2 = this.attn2.forward(n2, { context, residual: h1, probs: ctx.attentionProbs }); // [B, L, C]
-    n2.dispose();
-    h1.dispose();
-    const n3 = this.norm3.forward(h2); // [B, L, C]
-    const out = this.ff.forward(n3, { residual: h2 }); // [B, L, C]
-    n3.dispose();
-    h2.dispose();
-    return out;
+    const rt = x.rt;
+    return chain(
+      x,
+      // 1. self-attention
+      (t) => rt.scope(() => this.attn1.forward(this.norm1.forward(t), { residual: t })), // [B, L, C]
+      // 2. cross-attention on the text
+      (t) =>
+        rt.scope(() =>
+          this.attn2.forward(this.norm2.forward(t), {
+            context,
+            residual: t,
+            probs: ctx.attentionProbs,
+          })
+        ), // [B, L, C]
+      // 3. feed-forward
+      (t) => rt.scope(() => this.ff.forward(this.norm3.forward(t), { residual: t })), // [B, L, C]
+    );
   }
 }
 
@@ -283,21 +296,15 @@ export class Transformer2DModel {
   /** The model on `x` `[B, C, H, W]`. */
   forward(x: Tensor, ctx: UNetContext): Tensor {
     const [, , height, width] = x.shape;
-    const normed = this.norm.forward(x); // [B, C, H, W]
-    const tokens = nchwToTokens(normed); // [B, H·W, C]
-    normed.dispose();
-    let h = this.proj_in.forward(tokens); // [B, H·W, C]
-    tokens.dispose();
-    for (const block of this.transformer_blocks) {
-      const next = block.forward(h, ctx); // [B, H·W, C]
-      h.dispose();
-      h = next;
-    }
-    const projected = this.proj_out.forward(h); // [B, H·W, C]
-    h.dispose();
-    const out = tokensToNchw(projected, { height, width, residual: x }); // [B, C, H, W]
-    projected.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => this.norm.forward(t), // [B, C, H, W]
+      (t) => nchwToTokens(t), // [B, H·W, C]
+      (t) => this.proj_in.forward(t), // [B, H·W, C]
+      ...this.transformer_blocks.map((block) => (t: Tensor) => block.forward(t, ctx)), // [B, H·W, C]
+      (t) => this.proj_out.forward(t), // [B, H·W, C]
+      (t) => tokensToNchw(t, { height, width, residual: x }), // [B, C, H, W]
+    );
   }
 }
 
@@ -381,21 +388,24 @@ export class DownBlock {
     }
   }
 
-  /** The block on `x`; every output is also pushed onto `skips` (and owned there). */
-  forward(x: Tensor, ctx: UNetContext, skips: Tensor[]): Tensor {
+  /**
+   * The block on `x`: every stage's output, in order (the last is the block's output), each a skip
+   * the up path reads. The caller owns them.
+   */
+  forward(x: Tensor, ctx: UNetContext): Tensor[] {
+    const outs: Tensor[] = [];
     let h = x;
     this.resnets.forEach((resnet, j) => {
-      const r = resnet.forward(h, { temb: ctx.tembAct }); // [B, C, H, W]
       const attn = this.attentions?.[j];
-      h = attn ? attn.forward(r, ctx) : r; // [B, C, H, W]
-      if (attn) r.dispose();
-      skips.push(h);
+      h = chain(
+        h,
+        (t) => resnet.forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+        (t) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
+      );
+      outs.push(h);
     });
-    if (this.downsamplers) {
-      h = this.downsamplers[0].conv.forward(h); // [B, C, H/2, W/2]
-      skips.push(h);
-    }
-    return h;
+    if (this.downsamplers) outs.push(this.downsamplers[0].conv.forward(h)); // [B, C, H/2, W/2]
+    return outs;
   }
 }
 
@@ -434,12 +444,12 @@ export class MidBlock {
 
   /** The block on `x` `[B, C, H, W]`. */
   forward(x: Tensor, ctx: UNetContext): Tensor {
-    const r0 = this.resnets[0].forward(x, { temb: ctx.tembAct }); // [B, C, H, W]
-    const a = this.attentions[0].forward(r0, ctx); // [B, C, H, W]
-    r0.dispose();
-    const out = this.resnets[1].forward(a, { temb: ctx.tembAct }); // [B, C, H, W]
-    a.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => this.resnets[0].forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+      (t) => this.attentions[0].forward(t, ctx), // [B, C, H, W]
+      (t) => this.resnets[1].forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+    );
   }
 }
 
@@ -496,24 +506,31 @@ export class UpBlock {
     }
   }
 
-  /** The block on `x` (which it does not free), consuming (and freeing) skips from the end. */
+  /**
+   * The block on `x` (borrowed). The skips it reads are taken off the end of `skips`, which moves
+   * them to the block: each is freed once its resnet has read it.
+   */
   forward(x: Tensor, ctx: UNetContext, skips: Tensor[]): Tensor {
-    let h = x;
-    this.resnets.forEach((resnet, j) => {
-      const skip = skips.pop();
-      if (!skip) throw new Error("denoise: the up path ran out of skip connections");
-      const r = resnet.forward(h, { temb: ctx.tembAct, skip }); // [B, C, H, W]
-      skip.dispose();
-      if (h !== x) h.dispose();
-      const attn = this.attentions?.[j];
-      h = attn ? attn.forward(r, ctx) : r; // [B, C, H, W]
-      if (attn) r.dispose();
-    });
-    if (this.upsamplers) {
-      const up = this.upsamplers[0].conv.forward(h, { upsample: true }); // [B, C, 2H, 2W]
-      if (h !== x) h.dispose();
-      h = up;
-    }
-    return h;
+    const up = this.upsamplers?.[0].conv;
+    return chain(
+      x,
+      ...this.resnets.flatMap((resnet, j) => {
+        const attn = this.attentions?.[j];
+        return [
+          (t: Tensor) => {
+            using skip = takeSkip(skips);
+            return resnet.forward(t, { temb: ctx.tembAct, skip }); // [B, C, H, W]
+          },
+          (t: Tensor) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
+        ];
+      }),
+      (t) => up?.forward(t, { upsample: true }) ?? t, // [B, C, 2H, 2W]
+    );
   }
+}
+
+function takeSkip(skips: Tensor[]): Tensor {
+  const skip = skips.pop();
+  if (!skip) throw new Error("denoise: the up path ran out of skip connections");
+  return skip;
 }

@@ -9,6 +9,7 @@
  */
 import type { DType } from "../gpu/device.ts";
 import type { Runtime } from "../gpu/runtime.ts";
+import { bindScope, chain, type ChainStep } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { cast } from "../ops/elementwise.ts";
 import type { AutoencoderKLConfig } from "../weights/configs.ts";
@@ -80,6 +81,50 @@ function checkConfig(config: AutoencoderKLConfig): void {
   }
 }
 
+/** Wraps a chain step so that `capture` sees its output as `<prefix>.<name>`. */
+function tapper(prefix: string, capture?: CaptureFn): (name: string, step: ChainStep) => ChainStep {
+  if (capture) capture = bindScope(capture); // the hook allocates in our caller's scope
+  return (name, step) => (t) => {
+    const y = step(t);
+    capture?.(prefix ? `${prefix}.${name}` : name, y);
+    return y;
+  };
+}
+
+/**
+ * A block's steps with the last one tapped under the block's name: chaining a block's steps into
+ * the model's chain (rather than calling its `forward`) frees the block's input after its first
+ * layer, not after the whole block.
+ */
+function tapLast(
+  name: string,
+  steps: ChainStep[],
+  tap: (name: string, step: ChainStep) => ChainStep,
+): ChainStep[] {
+  return steps.map((step, i) => i === steps.length - 1 ? tap(name, step) : step);
+}
+
+/** A step list of one step for a layer that exists, none for one that does not. */
+function optional<L>(layer: L | undefined, step: (layer: L) => ChainStep): ChainStep[] {
+  return layer ? [step(layer)] : [];
+}
+
+/** `conv_out(silu(conv_norm_out(h)))`; with `capture`, `conv_norm_out` (without SiLU) too. */
+function normActOut(norm: GroupNorm, conv: Conv2d, prefix: string, capture?: CaptureFn) {
+  const tap = tapper(prefix, capture);
+  if (capture) capture = bindScope(capture);
+  return [
+    tap("conv_act", (t) => {
+      if (capture) {
+        using normed = norm.forward(t); // [B, C, H, W]
+        capture(`${prefix}.conv_norm_out`, normed);
+      }
+      return norm.forward(t, { silu: true }); // [B, C, H, W]
+    }),
+    tap("conv_out", (t) => conv.forward(t)),
+  ];
+}
+
 /**
  * The VAE encoder: `conv_in`, down blocks, mid block, `conv_norm_out` + SiLU, `conv_out` →
  * `2 · latent_channels` moments.
@@ -133,31 +178,18 @@ export class Encoder {
 
   /** `[B, 3, H, W]` (left intact) → moments `[B, 2L, H/f, W/f]`; `capture` names `encoder.*`. */
   forward(image: Tensor, capture?: CaptureFn): Tensor {
-    // 1. conv_in
-    let h = this.conv_in.forward(image); // [B, C0, H, W]
-    capture?.("encoder.conv_in", h);
-    // 2. down blocks (each but the last halves H and W)
-    this.down_blocks.forEach((block, i) => {
-      h = block.forward(h); // [B, Ci, H/2^i', W/2^i']
-      capture?.(`encoder.down_blocks.${i}`, h);
-    });
-    // 3. mid block
-    const mid = this.mid_block.forward(h); // [B, Ctop, h, w]
-    h.dispose();
-    capture?.("encoder.mid_block", mid);
-    // 4. conv_norm_out + SiLU, conv_out
-    if (capture) {
-      const normed = this.conv_norm_out.forward(mid); // [B, Ctop, h, w]
-      capture("encoder.conv_norm_out", normed);
-      normed.dispose();
-    }
-    const act = this.conv_norm_out.forward(mid, { silu: true }); // [B, Ctop, h, w]
-    mid.dispose();
-    capture?.("encoder.conv_act", act);
-    const out = this.conv_out.forward(act); // [B, 2L, h, w]
-    act.dispose();
-    capture?.("encoder.conv_out", out);
-    return out;
+    const tap = tapper("encoder", capture);
+    return chain(
+      image,
+      // 1. conv_in
+      tap("conv_in", (t) => this.conv_in.forward(t)), // [B, C0, H, W]
+      // 2. down blocks (each but the last halves H and W)
+      ...this.down_blocks.flatMap((block, i) => tapLast(`down_blocks.${i}`, block.steps, tap)), // [B, Ci, H/2^i', W/2^i']
+      // 3. mid block
+      tap("mid_block", (t) => this.mid_block.forward(t)), // [B, Ctop, h, w]
+      // 4. conv_norm_out + SiLU, conv_out
+      ...normActOut(this.conv_norm_out, this.conv_out, "encoder", capture), // [B, 2L, h, w]
+    );
   }
 }
 
@@ -214,31 +246,18 @@ export class Decoder {
 
   /** `[B, L, h, w]` (left intact) → `[B, 3, h·f, w·f]`; `capture` names `decoder.*`. */
   forward(z: Tensor, capture?: CaptureFn): Tensor {
-    // 1. conv_in
-    const h0 = this.conv_in.forward(z); // [B, Ctop, h, w]
-    capture?.("decoder.conv_in", h0);
-    // 2. mid block
-    let h = this.mid_block.forward(h0); // [B, Ctop, h, w]
-    h0.dispose();
-    capture?.("decoder.mid_block", h);
-    // 3. up blocks (each but the last doubles H and W)
-    this.up_blocks.forEach((block, i) => {
-      h = block.forward(h); // [B, Ci, h·2^i', w·2^i']
-      capture?.(`decoder.up_blocks.${i}`, h);
-    });
-    // 4. conv_norm_out + SiLU, conv_out
-    if (capture) {
-      const normed = this.conv_norm_out.forward(h); // [B, C0, H, W]
-      capture("decoder.conv_norm_out", normed);
-      normed.dispose();
-    }
-    const act = this.conv_norm_out.forward(h, { silu: true }); // [B, C0, H, W]
-    h.dispose();
-    capture?.("decoder.conv_act", act);
-    const out = this.conv_out.forward(act); // [B, 3, H, W]
-    act.dispose();
-    capture?.("decoder.conv_out", out);
-    return out;
+    const tap = tapper("decoder", capture);
+    return chain(
+      z,
+      // 1. conv_in
+      tap("conv_in", (t) => this.conv_in.forward(t)), // [B, Ctop, h, w]
+      // 2. mid block
+      tap("mid_block", (t) => this.mid_block.forward(t)), // [B, Ctop, h, w]
+      // 3. up blocks (each but the last doubles H and W)
+      ...this.up_blocks.flatMap((block, i) => tapLast(`up_blocks.${i}`, block.steps, tap)), // [B, Ci, h·2^i', w·2^i']
+      // 4. conv_norm_out + SiLU, conv_out
+      ...normActOut(this.conv_norm_out, this.conv_out, "decoder", capture), // [B, 3, H, W]
+    );
   }
 }
 
@@ -383,20 +402,17 @@ export class AutoencoderKL {
           `divided by scaling_factor ${this.config.scaling_factor}`,
       );
     }
-    const capture = options.capture;
-    // 1. dtype
-    const z = latents.dtype === this.dtype ? latents : cast(latents, this.dtype); // [B, L, h, w]
-    // 2. post_quant_conv
-    let x = z;
-    if (this.post_quant_conv) {
-      x = this.post_quant_conv.forward(z); // [B, L, h, w]
-      if (z !== latents) z.dispose();
-      capture?.("post_quant_conv", x);
-    }
-    // 3. decoder
-    const image = decoder.forward(x, capture); // [B, 3, H, W]
-    if (x !== latents) x.dispose();
-    return image;
+    const capture = options.capture && bindScope(options.capture); // runs in our caller's scope
+    const tap = tapper("", capture);
+    return chain(
+      latents,
+      // 1. dtype
+      (t) => t.dtype === this.dtype ? t : cast(t, this.dtype), // [B, L, h, w]
+      // 2. post_quant_conv
+      ...optional(this.post_quant_conv, (conv) => tap("post_quant_conv", (t) => conv.forward(t))), // [B, L, h, w]
+      // 3. decoder
+      (t) => decoder.forward(t, capture), // [B, 3, H, W]
+    );
   }
 
   /**
@@ -421,23 +437,21 @@ export class AutoencoderKL {
           `[${s}]: resize or crop the image`,
       );
     }
-    const capture = options.capture;
-    // 1. dtype
-    const x = image.dtype === this.dtype ? image : cast(image, this.dtype); // [B, 3, H, W]
-    // 2. encoder
-    let moments = encoder.forward(x, capture); // [B, 2L, H/f, W/f]
-    if (x !== image) x.dispose();
-    // 3. quant_conv
-    if (this.quant_conv) {
-      const q = this.quant_conv.forward(moments); // [B, 2L, H/f, W/f]
-      moments.dispose();
-      moments = q;
-      capture?.("quant_conv", moments);
-    }
-    // 4. diagonal Gaussian: mean, clamped logvar, std
-    const dist = diagonalGaussian(moments); // 3 × [B, L, H/f, W/f]
-    moments.dispose();
-    return dist;
+    const capture = options.capture && bindScope(options.capture); // runs in our caller's scope
+    const tap = tapper("", capture);
+    return image.rt.scope(() => {
+      const moments = chain(
+        image,
+        // 1. dtype
+        (t) => t.dtype === this.dtype ? t : cast(t, this.dtype), // [B, 3, H, W]
+        // 2. encoder
+        (t) => encoder.forward(t, capture), // [B, 2L, H/f, W/f]
+        // 3. quant_conv
+        ...optional(this.quant_conv, (conv) => tap("quant_conv", (t) => conv.forward(t))), // [B, 2L, H/f, W/f]
+      );
+      // 4. diagonal Gaussian: mean, clamped logvar, std
+      return diagonalGaussian(moments); // 3 × [B, L, H/f, W/f]
+    });
   }
 
   /** Frees the model's GPU parameters. */

@@ -9,6 +9,7 @@
  * @module
  */
 import { grid1d } from "../gpu/runtime.ts";
+import { chain, type ChainStep } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { attention } from "../ops/attention.ts";
 import { nchwToTokens, tokensToNchw } from "../ops/layout.ts";
@@ -74,22 +75,23 @@ export class VaeAttention {
   /** `x + attention(group_norm(x))` on `x` `[B, C, H, W]` (left intact). */
   forward(x: Tensor): Tensor {
     const [, c, height, width] = x.shape;
-    const n = this.group_norm.forward(x); // [B, C, H, W]
-    const tokens = nchwToTokens(n); // [B, H*W, C]
-    n.dispose();
-    const q = this.to_q.forward(tokens); // [B, H*W, C]
-    const k = this.to_k.forward(tokens); // [B, H*W, C]
-    const v = this.to_v.forward(tokens); // [B, H*W, C]
-    tokens.dispose();
-    const a = attention(q, { k: k, v: v, heads: 1, causal: false, scale: c ** -0.5 }); // [B, H*W, C]
-    q.dispose();
-    k.dispose();
-    v.dispose();
-    const o = this.to_out[0].forward(a); // [B, H*W, C]
-    a.dispose();
-    const out = tokensToNchw(o, { height, width, residual: x }); // [B, C, H, W]
-    o.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => this.group_norm.forward(t), // [B, C, H, W]
+      (t) => nchwToTokens(t), // [B, H*W, C]
+      (t) =>
+        x.rt.scope(() =>
+          attention(this.to_q.forward(t), {
+            k: this.to_k.forward(t), // [B, H*W, C]
+            v: this.to_v.forward(t), // [B, H*W, C]
+            heads: 1,
+            causal: false,
+            scale: c ** -0.5,
+          })
+        ), // [B, H*W, C]
+      (t) => this.to_out[0].forward(t), // [B, H*W, C]
+      (t) => tokensToNchw(t, { height, width, residual: x }), // [B, C, H, W]
+    );
   }
 }
 
@@ -130,15 +132,12 @@ export class UNetMidBlock2D {
 
   /** The block on `x` `[B, C, H, W]` (left intact) → `[B, C, H, W]`. */
   forward(x: Tensor): Tensor {
-    let h = this.resnets[0].forward(x); // [B, C, H, W]
-    for (const attn of this.attentions) {
-      const a = attn.forward(h); // [B, C, H, W]
-      h.dispose();
-      h = a;
-    }
-    const out = this.resnets[1].forward(h); // [B, C, H, W]
-    h.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => this.resnets[0].forward(t), // [B, C, H, W]
+      ...this.attentions.map((attn) => (t: Tensor) => attn.forward(t)), // [B, C, H, W]
+      (t) => this.resnets[1].forward(t), // [B, C, H, W]
+    );
   }
 }
 
@@ -166,10 +165,11 @@ export class Downsample2D {
 
   /** Downsamples `x` `[B, C, H, W]` (left intact). */
   forward(x: Tensor): Tensor {
-    const padded = padBottomRight(x); // [B, C, H+1, W+1]
-    const out = this.conv.forward(padded); // [B, C, H/2, W/2]
-    padded.dispose();
-    return out;
+    return chain(
+      x,
+      (t) => padBottomRight(t), // [B, C, H+1, W+1]
+      (t) => this.conv.forward(t), // [B, C, H/2, W/2]
+    );
   }
 }
 
@@ -215,15 +215,9 @@ function resnetStack(
     }));
 }
 
-/** Runs `layers` in order on `x`, disposing each intermediate and `x` itself. */
-function chain(x: Tensor, layers: { forward(x: Tensor): Tensor }[]): Tensor {
-  let h = x;
-  for (const layer of layers) {
-    const next = layer.forward(h);
-    h.dispose();
-    h = next;
-  }
-  return h;
+/** A layer's `forward` as a {@link chain} step. */
+function layerStep(layer: { forward(x: Tensor): Tensor }): ChainStep {
+  return (t) => layer.forward(t);
 }
 
 /**
@@ -258,9 +252,14 @@ export class DownEncoderBlock2D {
       : [];
   }
 
-  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, H/2, W/2]`; `x` is consumed (disposed). */
+  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, H/2, W/2]` (`x` left intact). */
   forward(x: Tensor): Tensor {
-    return chain(x, [...this.resnets, ...this.downsamplers]);
+    return chain(x, ...this.steps);
+  }
+
+  /** The block as chain steps (the VAE encoder chains them with its own). */
+  get steps(): ChainStep[] {
+    return [...this.resnets, ...this.downsamplers].map(layerStep);
   }
 }
 
@@ -297,9 +296,14 @@ export class UpDecoderBlock2D {
       : [];
   }
 
-  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, 2H, 2W]`; `x` is consumed (disposed). */
+  /** The block on `x` `[B, Cin, H, W]` → `[B, Cout, 2H, 2W]` (`x` left intact). */
   forward(x: Tensor): Tensor {
-    return chain(x, [...this.resnets, ...this.upsamplers]);
+    return chain(x, ...this.steps);
+  }
+
+  /** The block as chain steps (the VAE decoder chains them with its own). */
+  get steps(): ChainStep[] {
+    return [...this.resnets, ...this.upsamplers].map(layerStep);
   }
 }
 

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Runtime } from "../gpu/runtime.ts";
+import { bindScope, chain, trackTensor } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { lincomb, unary } from "../ops/elementwise.ts";
 import { batchConcat, batchSlice } from "../ops/layout.ts";
@@ -19,7 +20,6 @@ import {
 import type { UNetForwardOptions } from "../models/unet.ts";
 import type { PromptEmbeds } from "./encode.ts";
 import { latentFactor, type Pipeline } from "./load.ts";
-import { syncLoras } from "./lora.ts";
 
 /** Options for {@link sampleLatents}. */
 export interface SampleOptions {
@@ -49,7 +49,10 @@ export interface SampleOptions {
   rng?: Rng;
   /** Start from these latents `[1, 4, h, w]` instead of drawing them (not scaled by init sigma). */
   latents?: Float32Array;
-  /** Stops the loop cleanly (the generator returns) and frees its buffers. */
+  /**
+   * Stops the loop cleanly (the generator returns) and frees its buffers; the latents yielded last
+   * stay valid.
+   */
   signal?: AbortSignal;
   /** Options passed to every U-Net call (for example the `attentionProbs` hook of the notebooks). */
   unet?: Omit<UNetForwardOptions, "timestep" | "encoderHiddenStates">;
@@ -63,7 +66,11 @@ export interface SampleStep {
   total: number;
   /** The timestep the U-Net saw. */
   timestep: number;
-  /** The latents after this step, f32 `[1, 4, h, w]`; valid until the next step (the last stays). */
+  /**
+   * The latents after this step, f32 `[1, C, h, w]`. Valid until the loop takes its next step; the
+   * last latents yielded (after the final step, a `break`, an abort or an error) stay valid and
+   * belong to the caller: free them with `dispose()` or `using` (inside `rt.scope`, the scope does).
+   */
   latents: Tensor;
 }
 
@@ -146,81 +153,88 @@ export async function* sampleLatents(
   const cfg = guidance > 1;
   const scheduler = schedulerFor(pipe, options);
   const rng = options.rng ?? torchRandn(options.seed ?? Math.floor(Math.random() * 2 ** 32));
-  if (embeds.loras !== undefined) await syncLoras(pipe, embeds.loras); // the prompt's LoRA set
   const f = latentFactor(pipe);
   const shape = [1, pipe.configs.vae.latent_channels, height / f, width / f];
   const n = shape.reduce((a, b) => a * b, 1);
-  const owned = new Set<Tensor>();
-  const keep = (t: Tensor) => (owned.add(t), t);
-  const drop = (t: Tensor | undefined) => {
-    if (t && owned.delete(t)) t.dispose();
-  };
-
-  // 1. initial latents: noise · init sigma (or the caller's latents as they are)
-  let latents: Tensor;
-  if (options.latents) {
-    if (options.latents.length !== n) {
-      throw new Error(`latents have ${options.latents.length} values; [${shape}] needs ${n}`);
-    }
-    latents = keep(rt.upload(options.latents, shape));
-  } else {
-    const noise = rt.upload(rng.randn(shape), shape);
-    latents = keep(lincomb([noise], [scheduler.initNoiseSigma]));
-    noise.dispose();
+  if (options.latents && options.latents.length !== n) {
+    throw new Error(`latents have ${options.latents.length} values; [${shape}] needs ${n}`);
   }
-
-  // 2. the text context: [2, L, D] (uncond, cond) with guidance, else [1, L, D]
-  const context = keep(
-    cfg
-      ? batchConcat([embeds.uncond, embeds.cond])
-      : batchSlice(embeds.cond, { start: 0, count: 1 }),
-  );
+  const unet = bindHooks(options.unet);
+  // The loop's own tensors are kept out of the caller's scopes and freed here; the last latents
+  // it yields are handed to the caller (and to the caller's scope, if any) when the loop ends.
   const state = new Map<string, Tensor>();
+  let latents: Tensor | undefined;
+  let context: Tensor | undefined;
+  let yielded: Tensor | undefined;
   try {
+    // 1. initial latents: noise · init sigma (or the caller's latents as they are)
+    latents = rt.keep(
+      options.latents
+        ? rt.upload(options.latents, shape)
+        : rt.scope(() => lincomb([rt.upload(rng.randn(shape), shape)], [scheduler.initNoiseSigma])),
+    ); // [1, C, h, w]
+    // 2. the text context: [2, L, D] (uncond, cond) with guidance, else [1, L, D]
+    context = rt.keep(
+      cfg
+        ? batchConcat([embeds.uncond, embeds.cond])
+        : batchSlice(embeds.cond, { start: 0, count: 1 }),
+    );
     for (let i = 0; i < scheduler.timesteps.length; i++) {
       if (options.signal?.aborted) return;
       const t = scheduler.timesteps[i];
-      // 3. model input: latents · scale, cast to the model dtype, doubled for guidance
-      const scaled = lincomb([latents], [scheduler.scaleModelInput(i)], {
-        out: rt.empty(shape, pipe.dtype),
-      });
-      const input = cfg ? batchConcat([scaled, scaled]) : scaled; // [B, 4, h, w]
-      if (cfg) scaled.dispose();
-      // 4. U-Net and guidance: u + g·(c − u), in f32
-      const out = pipe.unet.forward(input, {
-        ...options.unet,
-        timestep: t,
-        encoderHiddenStates: context,
-      }); // [B, 4, h, w]
-      input.dispose();
-      let guided: Tensor;
-      if (cfg) {
-        const u = batchSlice(out, { start: 0, count: 1 }); // [1, 4, h, w]
-        const c = batchSlice(out, { start: 1, count: 1 }); // [1, 4, h, w]
-        guided = lincomb([u, c], [1 - guidance, guidance], { out: rt.empty(shape, "f32") });
-        u.dispose();
-        c.dispose();
-      } else {
-        guided = lincomb([out], [1], { out: rt.empty(shape, "f32") });
-      }
-      out.dispose();
-      // 5. scheduler update on the GPU
-      state.set("sample", latents);
-      state.set("model_output", guided);
-      const next = runPlanGpu(rt, scheduler.step(i), state, rng, shape);
-      guided.dispose();
-      state.delete("model_output");
-      state.delete("sample");
-      drop(latents);
-      latents = keep(next);
+      const sample: Tensor = latents;
+      const next = rt.keep(rt.scope(() => {
+        const guided = chain(
+          // 3. model input: latents · scale, cast to the model dtype, doubled for guidance
+          () =>
+            lincomb([sample], [scheduler.scaleModelInput(i)], { out: rt.empty(shape, pipe.dtype) }),
+          (x) => cfg ? batchConcat([x, x]) : x, // [B, C, h, w]
+          // 4. U-Net and guidance: u + g·(c − u), in f32
+          (x) => pipe.unet.forward(x, { ...unet, timestep: t, encoderHiddenStates: context! }), // [B, C, h, w]
+          (x) =>
+            rt.scope(() =>
+              lincomb(
+                cfg
+                  ? [batchSlice(x, { start: 0, count: 1 }), batchSlice(x, { start: 1, count: 1 })]
+                  : [x],
+                cfg ? [1 - guidance, guidance] : [1],
+                { out: rt.empty(shape, "f32") },
+              )
+            ), // [1, C, h, w]
+        );
+        // 5. scheduler update on the GPU
+        state.set("sample", sample);
+        state.set("model_output", guided);
+        try {
+          return runPlanGpu(rt, scheduler.step(i), state, rng, shape);
+        } finally {
+          state.delete("model_output");
+          state.delete("sample");
+        }
+      }));
+      latents = next;
+      sample.dispose(); // the latents yielded last are valid until the next step
       await rt.flush(`step ${i}`);
+      yielded = latents;
       yield { index: i, total: scheduler.timesteps.length, timestep: t, latents };
     }
-    owned.delete(latents);
   } finally {
     for (const t of state.values()) t.dispose();
-    for (const t of owned) t.dispose();
+    context?.dispose();
+    if (latents && latents === yielded) trackTensor(latents); // the caller's now
+    else latents?.dispose();
   }
+}
+
+/** The U-Net hooks of `options.unet`, bound to the caller's scope (they run inside the loop's). */
+function bindHooks(unet: SampleOptions["unet"]): SampleOptions["unet"] {
+  if (!unet) return unet;
+  const { capture, attentionProbs } = unet;
+  return {
+    ...unet,
+    capture: capture && bindScope(capture),
+    attentionProbs: attentionProbs && bindScope(attentionProbs),
+  };
 }
 
 /** What {@link checkSampleOptions} needs of a pipeline: its configs and the GPU's limits. */
@@ -328,7 +342,7 @@ export function runPlanGpu(
     }
     const old = state.get(op.dst);
     if (old && op.dst !== "sample" && op.dst !== "model_output") old.dispose();
-    state.set(op.dst, value);
+    state.set(op.dst, rt.keep(value)); // scheduler slots live across steps
     produced.push(op.dst);
   }
   const out = state.get(plan.output);
