@@ -8,6 +8,7 @@
  */
 import { encodePng, formatA1111Parameters } from "./src/io/png.ts";
 import { Profiler } from "./src/gpu/profiler.ts";
+import { addonInfotext, checkPromptLoras } from "./src/pipeline/addons.ts";
 import { decodeLatents } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
 import { latentFactor, loadPipeline } from "./src/pipeline/load.ts";
@@ -63,6 +64,11 @@ async function main(args: string[]): Promise<void> {
     );
   }
   const checked = await preflight(values, spelled);
+  try {
+    await checkPromptLoras(prompt, values.loraModelDir); // the tags and their files, before loading
+  } catch (e) {
+    throw new UsageError((e as Error).message, { cause: e });
+  }
   const out = await prepareOutput(values.out, {
     count: values.count,
     overwrite: values.overwrite,
@@ -99,6 +105,9 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
     dtype: values.dtype,
     tokenizer: values.tokenizer,
     configFrom: values.configFrom,
+    vae: values.vae,
+    loraDir: values.loraModelDir,
+    embeddingDir: values.embdDir,
   });
   const loadSecs = (performance.now() - t0) / 1000;
   stderr(
@@ -114,6 +123,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       ? await loadTaesdDecoder(values.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
       : undefined;
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
+    const addons = await addonInfotext(pipe, embeds);
     const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };
     const samplerName = a1111Name(scheduler);
     for (let k = 0; k < count; k++) {
@@ -149,6 +159,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
         height: image.height,
         model: pipe.name,
         clipSkip,
+        ...addons,
       });
       const bytes = encodePng(image, { text: { parameters: text } });
       const path = await out.write(bytes, { seed, index: k, notice: (m) => progress.note(m) });

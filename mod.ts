@@ -86,6 +86,29 @@ export {
   sizeFactor,
 } from "./src/pipeline/sample.ts";
 export { type DecodedImage, decodeLatents, type DecodeOptions } from "./src/pipeline/decode.ts";
+export {
+  type ActiveLora,
+  activeLoras,
+  applyLoras,
+  type ApplyLorasOptions,
+  type LoraSpec,
+} from "./src/pipeline/lora.ts";
+export {
+  addEmbeddings,
+  type AddonInfotext,
+  addonInfotext,
+  type AddonOptions,
+  checkPromptLoras,
+  type VaeInfo,
+} from "./src/pipeline/addons.ts";
+export {
+  loadLora,
+  type Lora,
+  type LoraFactor,
+  type LoraFamily,
+  type LoraModule,
+} from "./src/weights/lora.ts";
+export { loadEmbedding, type TextualInversion } from "./src/weights/textual_inversion.ts";
 export * from "./src/pipeline/prompt_parse.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {

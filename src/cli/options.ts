@@ -135,6 +135,26 @@ export const FLAGS = {
     group: "Model",
     help: "decode with TAESD (taesd_decoder.safetensors) instead of the VAE: fast, rougher",
   }),
+  // Add-ons
+  vae: flag.path({
+    name: "vae",
+    group: "Add-ons",
+    help: "an external VAE replacing the model's: a diffusers AutoencoderKL folder or a " +
+      ".safetensors VAE (e.g. vae-ft-mse-840000-ema-pruned.safetensors)",
+  }),
+  loraModelDir: flag.path({
+    name: "lora-model-dir",
+    also: ["lora-dir"],
+    group: "Add-ons",
+    help: "the folder <lora:NAME:WEIGHT> prompt tags resolve in (NAME.safetensors)",
+  }),
+  embdDir: flag.path({
+    name: "embd-dir",
+    also: ["embeddings-dir"],
+    group: "Add-ons",
+    help: "a folder of textual-inversion .safetensors embeddings, triggered by their file " +
+      "names in a prompt",
+  }),
   // Sampling
   steps: flag.int({
     name: "steps",

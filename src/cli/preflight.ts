@@ -66,7 +66,9 @@ export async function preflight(
     );
   }
   await checkReadable(model, spelled.model ?? "--model");
-  for (const key of ["configFrom", "tokenizer", "taesd"] as const) {
+  for (
+    const key of ["configFrom", "tokenizer", "taesd", "vae", "loraModelDir", "embdDir"] as const
+  ) {
     const path = values[key];
     if (path !== undefined) await checkReadable(path, spelled[key]!);
   }

@@ -83,6 +83,14 @@ export interface A1111Parameters {
   model?: string;
   /** CLIP skip; written only when above 1, as A1111. */
   clipSkip?: number;
+  /** An external VAE's short hash (A1111's "VAE hash": 10 hex digits of its SHA-256). */
+  vaeHash?: string;
+  /** An external VAE's file name (A1111's "VAE"). */
+  vae?: string;
+  /** A1111's "Lora hashes": `name: shorthash, …`. */
+  loraHashes?: string;
+  /** A1111's "TI hashes": `name: shorthash, …` of the embeddings the prompts used. */
+  tiHashes?: string;
 }
 
 const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -364,7 +372,11 @@ export function formatA1111Parameters(p: A1111Parameters): string {
     ["Size", `${checkNumber("width", p.width, true)}x${checkNumber("height", p.height, true)}`],
     ["Model hash", p.modelHash || undefined],
     ["Model", p.model || undefined],
+    ["VAE hash", p.vaeHash || undefined],
+    ["VAE", p.vae || undefined],
     ["Clip skip", clipSkip !== undefined && clipSkip > 1 ? String(clipSkip) : undefined],
+    ["Lora hashes", p.loraHashes || undefined],
+    ["TI hashes", p.tiHashes || undefined],
   ];
   const params = fields.filter(([, v]) => v !== undefined).map(([k, v]) =>
     k === v ? k : `${k}: ${quote(v!)}`

@@ -28,6 +28,12 @@ export interface ClipForwardOptions {
   clipSkip?: number;
   /** Also return every hidden state (embedding output, then each layer's output). */
   outputHiddenStates?: boolean;
+  /**
+   * Token embeddings that replace the table's rows (textual inversion): `vectors` (`n · D` values)
+   * go to positions `position … position + n − 1` of the `B · L` sequence, before the position
+   * embeddings are added, as A1111's `EmbeddingsWithFixes`.
+   */
+  tokenEmbeddings?: readonly { position: number; vectors: Float32Array }[];
 }
 
 /** What {@link ClipTextModel.forward} returns; the caller disposes the tensors. */
@@ -292,7 +298,9 @@ export class ClipTextModel {
     return this.#rt.scope(() => {
       // 1. embeddings: token + position, looked up on the CPU
       const embed = () =>
-        this.#rt.upload(this.#embed(ids, batch), [batch, L, D], { dtype: this.dtype }); // [B, L, D]
+        this.#rt.upload(this.#embed(ids, batch, options.tokenEmbeddings ?? []), [batch, L, D], {
+          dtype: this.dtype,
+        }); // [B, L, D]
       // 2. transformer layers (causal self-attention + MLP): every output kept when asked for,
       // else only the one clipSkip selects
       const hiddenStates: Tensor[] = [];
@@ -315,6 +323,11 @@ export class ClipTextModel {
         ? { lastHiddenState, hiddenStates, pooled }
         : { lastHiddenState, pooled };
     });
+  }
+
+  /** The parameters by diffusers key (LoRA merging writes into them). */
+  get params(): ReadonlyMap<string, Tensor> {
+    return this.#store.params;
   }
 
   /** Frees the model's GPU parameters. */
@@ -346,19 +359,36 @@ export class ClipTextModel {
     return ids.length / L;
   }
 
-  /** `token_embedding[ids] + position_embedding[t]` as float32 `[B, L, D]`. */
-  #embed(ids: ArrayLike<number>, batch: number): Float32Array {
+  /** `token_embedding[ids]` (with the replaced rows) `+ position_embedding[t]`, float32 `[B, L, D]`. */
+  #embed(
+    ids: ArrayLike<number>,
+    batch: number,
+    replaced: readonly { position: number; vectors: Float32Array }[],
+  ): Float32Array {
     const L = this.seqLen, D = this.config.hidden_size;
-    const out = new Float32Array(batch * L * D);
+    const tokens = new Float32Array(batch * L * D);
+    for (let i = 0; i < batch * L; i++) {
+      tokens.set(this.tokenEmbedding.subarray(ids[i] * D, (ids[i] + 1) * D), i * D);
+    }
+    for (const { position, vectors } of replaced) {
+      if (
+        !(Number.isInteger(position) && position >= 0) || vectors.length % D !== 0 ||
+        position * D + vectors.length > tokens.length
+      ) {
+        throw new Error(
+          `denoise: token embeddings of ${vectors.length} values at position ${position} do not ` +
+            `fit ${batch} sequences of ${L} tokens × ${D}`,
+        );
+      }
+      tokens.set(vectors, position * D);
+    }
     for (let b = 0; b < batch; b++) {
       for (let t = 0; t < L; t++) {
-        const row = (b * L + t) * D, tok = ids[b * L + t] * D, pos = t * D;
-        for (let c = 0; c < D; c++) {
-          out[row + c] = this.tokenEmbedding[tok + c] + this.positionEmbedding[pos + c];
-        }
+        const row = (b * L + t) * D, pos = t * D;
+        for (let c = 0; c < D; c++) tokens[row + c] += this.positionEmbedding[pos + c];
       }
     }
-    return out;
+    return tokens;
   }
 
   /**

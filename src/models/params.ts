@@ -79,6 +79,7 @@ export class ParamStore {
   readonly #missing: string[] = [];
   readonly #mismatched: ShapeMismatch[] = [];
   readonly #owned: Tensor[] = [];
+  readonly #params = new Map<string, Tensor>();
   #unsubmitted = 0;
   /** The dtype parameters are uploaded in. */
   readonly dtype: DType;
@@ -120,7 +121,16 @@ export class ParamStore {
       this.rt.device.queue.submit([]); // hands the pending writes to the GPU, freeing staging
       this.#unsubmitted = 0;
     }
+    this.#params.set(key, t);
     return this.#keep(t);
+  }
+
+  /**
+   * The uploaded parameters by key (what LoRA merging writes into; a model's forward never looks
+   * them up by key).
+   */
+  get params(): ReadonlyMap<string, Tensor> {
+    return this.#params;
   }
 
   /** Host values of a parameter as float32 (for CPU-side use such as embedding tables). */
@@ -157,6 +167,7 @@ export class ParamStore {
   finish(): string[] {
     const unused = [...this.tensors.keys()].filter((k) => !this.#used.has(k));
     if (this.#missing.length > 0 || this.#mismatched.length > 0) {
+      this.rt.device.queue.submit([]); // pending writes must not outlive their destroyed buffers
       this.dispose();
       throw new StrictImportError(this.component, {
         missing: this.#missing,
@@ -171,6 +182,7 @@ export class ParamStore {
   dispose(): void {
     for (const t of this.#owned) t.dispose();
     this.#owned.length = 0;
+    this.#params.clear();
   }
 
   #keep(t: Tensor): Tensor {

@@ -345,6 +345,11 @@ export class UNet2DConditionModel {
     });
   }
 
+  /** The parameters by diffusers key (LoRA merging writes into them). */
+  get params(): ReadonlyMap<string, Tensor> {
+    return this.#store.params;
+  }
+
   /** Frees the parameters. */
   dispose(): void {
     this.#store.dispose();

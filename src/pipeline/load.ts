@@ -18,11 +18,13 @@ import {
   type ModelSource,
   openComponent,
   openModelSource,
+  openVaeSource,
 } from "../weights/source.ts";
 import type { PredictionType } from "../weights/detect.ts";
+import { type AddonOptions, checkAddonPaths, initAddons } from "./addons.ts";
 
-/** Options for {@link loadPipeline}. */
-export interface LoadPipelineOptions {
+/** Options for {@link loadPipeline}; the add-ons (`vae`, `loras`, `loraDir`, `embeddings`, `embeddingDir`) are {@link AddonOptions}. */
+export interface LoadPipelineOptions extends AddonOptions {
   /** `"auto"` (f16 where the adapter has shader-f16 and the weights are half precision), `"f16"` or `"f32"`. */
   dtype?: "auto" | DType;
   /** A `GPUDevice` to use instead of the shared one. */
@@ -112,12 +114,23 @@ export async function loadPipeline(
   path: string,
   options: LoadPipelineOptions = {},
 ): Promise<Pipeline> {
+  await checkAddonPaths(options);
   const rt = options.runtime ?? await Runtime.create({ device: options.device });
   if (options.dtype !== undefined && options.dtype !== "auto") rt.assertDType(options.dtype);
   const { source, helper } = await openPipelineSource(path, options);
   const disposers: (() => void)[] = [];
   try {
-    const configs = source.configs;
+    // an external VAE is opened (and its keys checked) before gigabytes are read
+    const vaeSource = options.vae === undefined
+      ? undefined
+      : await openVaeSource(options.vae, { config: source.configs.vae });
+    const configs = vaeSource ? { ...source.configs, vae: vaeSource.config } : source.configs;
+    if (configs.vae.latent_channels !== source.configs.vae.latent_channels) {
+      throw new Error(
+        `VAE ${options.vae} has ${configs.vae.latent_channels} latent channels, the model ` +
+          `${source.configs.vae.latent_channels}: use a VAE made for this model family`,
+      );
+    }
     // the tokenizer first: a single file without one fails before gigabytes are read
     const tokenizer = await openTokenizer(path, source, options, helper?.root);
     // Each tensor is read from the file when its model takes it, uploaded, and dropped.
@@ -138,7 +151,7 @@ export async function loadPipeline(
       (dtype === "f16" && configs.vae.force_upcast !== false ? "f32" : dtype);
     rt.assertDType(vaeDType);
     const vae = AutoencoderKL.load(rt, {
-      tensors: await openComponent(source, "vae"),
+      tensors: vaeSource?.tensors ?? await openComponent(source, "vae"),
       config: configs.vae,
       dtype: vaeDType,
       parts: options.vaeEncoder ? ["encoder", "decoder"] : ["decoder"],
@@ -157,7 +170,7 @@ export async function loadPipeline(
       for (const d of disposers) d();
       rt.trim();
     };
-    return {
+    const pipe: Pipeline = {
       rt,
       dtype,
       tokenizer,
@@ -171,6 +184,9 @@ export async function loadPipeline(
       dispose,
       [Symbol.dispose]: dispose,
     };
+    const vaeName = options.vae?.replace(/\/+$/, "").split("/").pop();
+    await initAddons(pipe, options, vaeSource && { name: vaeName!, weights: vaeSource.weights });
+    return pipe;
   } catch (e) {
     for (const d of disposers) d();
     throw e;

@@ -33,6 +33,28 @@ export interface PromptChunk {
   ids: number[];
   /** Per-token multipliers, 1.0 for bos, eos and padding. */
   weights: number[];
+  /** Textual-inversion embeddings placed in this chunk (their ids are placeholder 0s). */
+  fixes?: EmbeddingFix[];
+}
+
+/** A textual-inversion embedding in a chunk: its vectors replace token rows `offset+1 …`. */
+export interface EmbeddingFix {
+  /** Position of its first vector among the chunk's prompt tokens (0 = right after bos). */
+  offset: number;
+  /** The embedding's name (as {@link ChunkOptions.findEmbedding} returned it). */
+  name: string;
+  /** How many vectors (token positions) it takes. */
+  vectors: number;
+}
+
+/** What {@link ChunkOptions.findEmbedding} reports for an embedding's trigger at a position. */
+export interface EmbeddingMatch {
+  /** The embedding's name. */
+  name: string;
+  /** How many prompt tokens the trigger spans. */
+  length: number;
+  /** How many vectors it takes in the chunk. */
+  vectors: number;
 }
 
 /** Options for {@link chunkTokens}. */
@@ -55,6 +77,12 @@ export interface ChunkOptions {
   commaPaddingBacktrack?: number;
   /** Prompt tokens per chunk, 75 by default. */
   chunkLength?: number;
+  /**
+   * Looks for a textual-inversion trigger starting at `ids[at]` (ids of one prompt part). A match
+   * takes `vectors` placeholder positions instead of `length` tokens, and moves to a new chunk
+   * when it does not fit in the current one (A1111's `tokenize_line`).
+   */
+  findEmbedding?: (ids: readonly number[], at: number) => EmbeddingMatch | undefined;
 }
 
 /** Options for {@link applyWeights}. */
@@ -147,8 +175,11 @@ function checkId(name: string, id: unknown): number {
  * does: each part is encoded on its own (`encode` returns ids without bos/eos), tokens take their
  * part's weight, a chunk closes at `chunkLength` tokens — or just after the last comma when that
  * comma is within `commaPaddingBacktrack` tokens of the limit, moving the rest to the next chunk —
- * and `BREAK` closes the current chunk (even an empty one). Each chunk is bos + tokens + eos,
- * filled with eos to `chunkLength + 2`, then everything after the first eos is set to `pad`.
+ * and `BREAK` closes the current chunk (even an empty one). A textual-inversion trigger
+ * (`findEmbedding`) takes as many positions as its embedding has vectors, as placeholder ids 0
+ * recorded in the chunk's `fixes`, and starts a new chunk when it does not fit. Each chunk is bos +
+ * tokens + eos, filled with eos to `chunkLength + 2`, then everything after the first eos is set to
+ * `pad`.
  *
  * @example
  * ```ts
@@ -183,6 +214,7 @@ export function chunkTokens(
   const chunks: PromptChunk[] = [];
   let tokens: number[] = [];
   let multipliers: number[] = [];
+  let fixes: EmbeddingFix[] = [];
   let lastComma = -1;
   const nextChunk = () => {
     while (tokens.length < length) {
@@ -194,9 +226,12 @@ export function chunkTokens(
       const first = ids.indexOf(eos);
       for (let k = first + 1; k < ids.length; k++) ids[k] = pad;
     }
-    chunks.push({ ids, weights: [1.0, ...multipliers, 1.0] });
+    const chunk: PromptChunk = { ids, weights: [1.0, ...multipliers, 1.0] };
+    if (fixes.length > 0) chunk.fixes = fixes;
+    chunks.push(chunk);
     tokens = [];
     multipliers = [];
+    fixes = [];
     lastComma = -1;
   };
   for (const [text, weight] of parts) {
@@ -208,7 +243,10 @@ export function chunkTokens(
     if (!Array.isArray(ids) || !ids.every((id) => Number.isInteger(id))) {
       throw new TypeError(`encode("${text}") must return an array of integer token ids`);
     }
-    for (const token of ids) {
+    let i = 0;
+    while (i < ids.length) {
+      const token = ids[i];
+      const embedding = options.findEmbedding?.(ids, i);
       if (token === comma) lastComma = tokens.length;
       else if (
         backtrack !== 0 && tokens.length === length && lastComma !== -1 &&
@@ -217,15 +255,37 @@ export function chunkTokens(
         const at = lastComma + 1;
         const movedTokens = tokens.slice(at);
         const movedMultipliers = multipliers.slice(at);
+        const movedFixes = fixes.filter((f) => f.offset >= at).map((f) => ({
+          ...f,
+          offset: f.offset - at,
+        }));
         tokens = tokens.slice(0, at);
         multipliers = multipliers.slice(0, at);
+        fixes = fixes.filter((f) => f.offset < at);
         nextChunk();
         tokens = movedTokens;
         multipliers = movedMultipliers;
+        fixes = movedFixes;
       }
       if (tokens.length === length) nextChunk();
-      tokens.push(token);
-      multipliers.push(weight);
+      if (embedding === undefined) {
+        tokens.push(token);
+        multipliers.push(weight);
+        i++;
+        continue;
+      }
+      if (embedding.vectors > length) {
+        throw new RangeError(
+          `embedding ${embedding.name} has ${embedding.vectors} vectors; a chunk holds ${length}`,
+        );
+      }
+      if (tokens.length + embedding.vectors > length) nextChunk();
+      fixes.push({ offset: tokens.length, name: embedding.name, vectors: embedding.vectors });
+      for (let k = 0; k < embedding.vectors; k++) {
+        tokens.push(0);
+        multipliers.push(weight);
+      }
+      i += embedding.length;
     }
   }
   if (tokens.length > 0 || chunks.length === 0) nextChunk();

@@ -20,6 +20,7 @@ import {
 import type { UNetForwardOptions } from "../models/unet.ts";
 import type { PromptEmbeds } from "./encode.ts";
 import { latentFactor, type Pipeline } from "./load.ts";
+import { syncLoras } from "./lora.ts";
 
 /** Options for {@link sampleLatents}. */
 export interface SampleOptions {
@@ -153,6 +154,7 @@ export async function* sampleLatents(
   const cfg = guidance > 1;
   const scheduler = schedulerFor(pipe, options);
   const rng = options.rng ?? torchRandn(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  if (embeds.loras !== undefined) await syncLoras(pipe, embeds.loras); // the prompt's LoRA set
   const f = latentFactor(pipe);
   const shape = [1, pipe.configs.vae.latent_channels, height / f, width / f];
   const n = shape.reduce((a, b) => a * b, 1);

@@ -1,8 +1,10 @@
 /**
- * Key mapping from the original CompVis/LDM single-file layout (A1111-style `.safetensors`) to
- * diffusers' `unet` / `vae` / `text_encoder` keys: every rename, the 1×1-conv → linear squeeze of
- * attention weights, and the split of OpenCLIP's fused `in_proj` q/k/v. The result is a list of
- * entries so a loader can read each source byte range once.
+ * Every key rename: the original CompVis/LDM single-file layout (A1111-style `.safetensors`) to
+ * diffusers' `unet` / `vae` / `text_encoder` keys (every rename, the 1×1-conv → linear squeeze of
+ * attention weights, the split of OpenCLIP's fused `in_proj` q/k/v), stand-alone VAE files (LDM or
+ * diffusers keys), and the module names LoRA files use (kohya/A1111 `lora_unet_…`/`lora_te_…` with
+ * diffusers or LDM module paths, diffusers/PEFT `…lora_A`/`lora_B`, older diffusers attention
+ * processors). Mappings are lists of entries so a loader can read each source byte range once.
  *
  * @module
  */
@@ -274,8 +276,8 @@ function mapUnet(m: Mapper, source: string, cfg: UNetLayoutConfig): boolean {
   return false;
 }
 
-function mapVae(m: Mapper, source: string, nLevels: number): boolean {
-  const k = source.slice(VAE.length);
+function mapVae(m: Mapper, source: string, nLevels: number, prefix = VAE): boolean {
+  const k = source.slice(prefix.length);
   let r: RegExpExecArray | null;
   const resnet = (prefix: string, rest: string) => {
     const x = VAE_RESNET.exec(rest);
@@ -431,4 +433,221 @@ export function mapSingleFileKeys(
     if (!mapped) m.unknown.push(key);
   }
   return { entries: m.entries, ignored: m.ignored, unknown: m.unknown };
+}
+
+const RESNET_LDM: Record<string, string> = Object.fromEntries(
+  Object.entries(RESNET_RENAMES).map(([ldm, diffusers]) => [diffusers, ldm]),
+);
+
+/**
+ * The LDM (CompVis `openaimodel.UNetModel`) path of a diffusers U-Net module path, the inverse of
+ * the single-file rules above: `down_blocks.0.attentions.1.proj_in` → `input_blocks.2.1.proj_in`,
+ * `up_blocks.1.resnets.0.conv1` → `output_blocks.3.0.in_layers.2`. `undefined` for a path the
+ * layout has no counterpart for.
+ *
+ * @example
+ * ```ts
+ * import { ldmUnetModule } from "./names.ts";
+ * import { SD15 } from "./configs.ts";
+ * ldmUnetModule("mid_block.attentions.0.transformer_blocks.0.attn2.to_k", SD15.unet);
+ * // "middle_block.1.transformer_blocks.0.attn2.to_k"
+ * ```
+ */
+export function ldmUnetModule(module: string, cfg: UNetLayoutConfig): string | undefined {
+  const lpb = cfg.layers_per_block;
+  const resnet = (at: string, rest: string | undefined) => {
+    if (rest === undefined) return at;
+    const [head, ...tail] = rest.split(".");
+    const renamed = RESNET_LDM[head];
+    return renamed === undefined ? undefined : [at, renamed, ...tail].join(".");
+  };
+  const sub = (rest: string | undefined) => rest === undefined ? "" : `.${rest}`;
+  let r: RegExpExecArray | null;
+  if ((r = /^time_embedding\.linear_([12])$/.exec(module))) {
+    return `time_embed.${r[1] === "1" ? 0 : 2}`;
+  }
+  const fixed: Record<string, string> = {
+    conv_in: "input_blocks.0.0",
+    conv_norm_out: "out.0",
+    conv_out: "out.2",
+  };
+  if (fixed[module] !== undefined) return fixed[module];
+  if ((r = /^down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)(?:\.(.+))?$/.exec(module))) {
+    const i = 1 + Number(r[1]) * (lpb + 1) + Number(r[3]);
+    return r[2] === "resnets"
+      ? resnet(`input_blocks.${i}.0`, r[4])
+      : `input_blocks.${i}.1${sub(r[4])}`;
+  }
+  if ((r = /^down_blocks\.(\d+)\.downsamplers\.0\.conv$/.exec(module))) {
+    return `input_blocks.${1 + Number(r[1]) * (lpb + 1) + lpb}.0.op`;
+  }
+  if ((r = /^mid_block\.(resnets|attentions)\.(\d)(?:\.(.+))?$/.exec(module))) {
+    if (r[1] === "attentions") return r[2] === "0" ? `middle_block.1${sub(r[3])}` : undefined;
+    return resnet(`middle_block.${r[2] === "0" ? 0 : 2}`, r[3]);
+  }
+  if ((r = /^up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)(?:\.(.+))?$/.exec(module))) {
+    const i = Number(r[1]) * (lpb + 1) + Number(r[3]);
+    return r[2] === "resnets"
+      ? resnet(`output_blocks.${i}.0`, r[4])
+      : `output_blocks.${i}.1${sub(r[4])}`;
+  }
+  if ((r = /^up_blocks\.(\d+)\.upsamplers\.0\.conv$/.exec(module))) {
+    const b = Number(r[1]);
+    return `output_blocks.${b * (lpb + 1) + lpb}.${
+      hasAttention(cfg.up_block_types[b]) ? 2 : 1
+    }.conv`;
+  }
+  return undefined;
+}
+
+const VAE_LDM_KEY =
+  /^(encoder\.down\.\d+\.|decoder\.up\.\d+\.|(encoder|decoder)\.mid\.(block_|attn_))/;
+const VAE_DIFFUSERS_KEY =
+  /^(encoder|decoder)\.(conv_in|conv_out|conv_norm_out|down_blocks|up_blocks|mid_block)\.|^(quant_conv|post_quant_conv)\./;
+/** diffusers < 0.14 VAE attention names. */
+const VAE_OLD_ATTENTION: Record<string, string> = {
+  query: "to_q",
+  key: "to_k",
+  value: "to_v",
+  proj_attn: "to_out.0",
+};
+
+/**
+ * Maps the keys of a stand-alone VAE file to diffusers `AutoencoderKL` keys, whichever layout it
+ * uses: LDM keys with or without the `first_stage_model.` prefix (the ft-MSE/EMA VAEs A1111 users
+ * download), or diffusers keys (a `diffusion_pytorch_model.safetensors`, also with the pre-0.14
+ * attention names `query`/`key`/`value`/`proj_attn`). EMA counters and the training loss are
+ * ignored; anything else that matches no rule is listed in `unknown`.
+ *
+ * @example
+ * ```ts
+ * import { openSafetensors } from "./safetensors.ts";
+ * import { mapVaeFileKeys } from "./names.ts";
+ * const f = await openSafetensors("vae-ft-mse-840000-ema-pruned.safetensors");
+ * const { entries, unknown } = mapVaeFileKeys(f.tensors, { levels: 4 });
+ * console.log(entries.length, unknown); // 248 []
+ * ```
+ */
+export function mapVaeFileKeys(tensors: Shapes, options: { levels: number }): KeyMapping {
+  const m = new Mapper(tensors);
+  const ldm = [...tensors.keys()].some((k) =>
+    VAE_LDM_KEY.test(k.replace(/^first_stage_model\./, ""))
+  );
+  for (const key of tensors.keys()) {
+    let mapped: boolean;
+    const bare = key.replace(/^first_stage_model\./, "");
+    if (bare === "model_ema.decay" || bare === "model_ema.num_updates") {
+      mapped = m.ignore(key, "EMA bookkeeping counter, not a weight");
+    } else if (ldm) {
+      mapped = mapVae(m, key, options.levels, key.length - bare.length === 0 ? "" : VAE);
+    } else if (VAE_DIFFUSERS_KEY.test(key)) {
+      const r = /^(.+\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$/.exec(key);
+      const target = r ? `${r[1]}.${VAE_OLD_ATTENTION[r[2]]}.${r[3]}` : key;
+      mapped = /\.attentions\.\d+\.to_(q|k|v|out\.0)\.weight$/.test(target)
+        ? m.addLinear("vae", target, key)
+        : m.add("vae", target, key);
+    } else {
+      mapped = bare.startsWith("loss.") &&
+        m.ignore(key, "VAE training loss (discriminator) weights");
+    }
+    if (!mapped) m.unknown.push(key);
+  }
+  return { entries: m.entries, ignored: m.ignored, unknown: m.unknown };
+}
+
+/** Which factor of a LoRA module a key holds. */
+export type LoraPart = "down" | "up" | "alpha";
+
+/** A LoRA file key split into the module name the file uses and the part. */
+export interface LoraKey {
+  /** The module as the file names it: `lora_unet_down_blocks_0_…_to_q`, `unet.down_blocks.0.….to_q`. */
+  module: string;
+  /** `down` (kohya `lora_down`, PEFT `lora_A`), `up` (`lora_up`, `lora_B`) or the `alpha` scalar. */
+  part: LoraPart;
+}
+
+const LORA_PARTS: [RegExp, LoraPart][] = [
+  [/^(.+)\.lora_down\.weight$/, "down"], // kohya / A1111 / LoCon
+  [/^(.+)\.lora_up\.weight$/, "up"],
+  [/^(.+)\.alpha$/, "alpha"],
+  [/^(.+)\.lora_A(?:\.[A-Za-z_]\w*)?\.weight$/, "down"], // PEFT (optionally with an adapter name)
+  [/^(.+)\.lora_B(?:\.[A-Za-z_]\w*)?\.weight$/, "up"],
+  [/^(.+)\.(?:lora|lora_linear_layer)\.down\.weight$/, "down"], // diffusers LoRACompatible layers
+  [/^(.+)\.(?:lora|lora_linear_layer)\.up\.weight$/, "up"],
+];
+/** diffusers ≤ 0.20 attention processors: `attn1.processor.to_q_lora.down.weight`. */
+const LORA_PROCESSOR = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$/;
+/** Network types other than LoRA/LoCon that share the files, by a key that only they have. */
+const LORA_OTHER: [RegExp, string][] = [
+  [/\.hada_[wt][12](_[ab])?$/, "LyCORIS LoHa (hada_*)"],
+  [/\.lokr_[wt][12](_[ab])?$/, "LyCORIS LoKr (lokr_*)"],
+  [/\.lora_mid\.weight$/, "LyCORIS LoCon with CP decomposition (lora_mid)"],
+  [/\.dora_scale$/, "DoRA (dora_scale)"],
+  [/\.(diff|diff_b)$/, "LyCORIS full difference (diff)"],
+  [/\.(w_norm|b_norm)$/, "LyCORIS norm layers (w_norm/b_norm)"],
+  [/\.(oft_blocks|oft_diag|oft_R)$/, "OFT/BOFT"],
+  [/\.on_input$/, "(IA)³"],
+];
+
+/**
+ * Splits a LoRA file key into its module name and part (`down`, `up`, `alpha`), for every format
+ * the module names in {@link loraModuleAliases} cover. Returns `{ other }` naming the network type
+ * for keys of other LyCORIS algorithms (LoHa, LoKr, DoRA, …), and `undefined` for anything else.
+ *
+ * @example
+ * ```ts
+ * import { parseLoraKey } from "./names.ts";
+ * parseLoraKey("lora_unet_mid_block_attentions_0_proj_in.lora_down.weight");
+ * // { module: "lora_unet_mid_block_attentions_0_proj_in", part: "down" }
+ * parseLoraKey("unet.mid_block.attentions.0.proj_in.lora_B.weight");
+ * // { module: "unet.mid_block.attentions.0.proj_in", part: "up" }
+ * ```
+ */
+export function parseLoraKey(key: string): LoraKey | { other: string } | undefined {
+  const p = LORA_PROCESSOR.exec(key);
+  if (p !== null) {
+    const proj = p[2] === "to_out" ? "to_out.0" : p[2];
+    return { module: `${p[1]}.${proj}`, part: p[3] === "down" ? "down" : "up" };
+  }
+  for (const [re, part] of LORA_PARTS) {
+    const r = re.exec(key);
+    if (r !== null) return { module: r[1], part };
+  }
+  for (const [re, other] of LORA_OTHER) if (re.test(key)) return { other };
+  return undefined;
+}
+
+/**
+ * Every name a LoRA file may give the model module `module` (a diffusers parameter path without
+ * `.weight`) of `component`: kohya/A1111 (`lora_unet_` + the diffusers path or, with `unet`, the
+ * LDM path, dots as underscores; `lora_te_` for the text encoder) and diffusers/PEFT (`unet.` /
+ * `text_encoder.` prefixed, bare, or under PEFT's `base_model.model.`).
+ *
+ * @example
+ * ```ts
+ * import { loraModuleAliases } from "./names.ts";
+ * import { SD15 } from "./configs.ts";
+ * loraModuleAliases("unet", "down_blocks.0.attentions.0.proj_in", SD15.unet);
+ * // ["lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_input_blocks_1_1_proj_in",
+ * //  "unet.down_blocks.0.attentions.0.proj_in", "down_blocks.0.attentions.0.proj_in",
+ * //  "base_model.model.down_blocks.0.attentions.0.proj_in"]
+ * ```
+ */
+export function loraModuleAliases(
+  component: "unet" | "text_encoder",
+  module: string,
+  unet?: UNetLayoutConfig,
+): string[] {
+  const flat = (path: string) => path.replaceAll(".", "_");
+  if (component === "text_encoder") {
+    return [`lora_te_${flat(module)}`, `text_encoder.${module}`, module];
+  }
+  const ldm = unet && ldmUnetModule(module, unet);
+  return [
+    `lora_unet_${flat(module)}`,
+    ...(ldm === undefined ? [] : [`lora_unet_${flat(ldm)}`]),
+    `unet.${module}`,
+    module,
+    `base_model.model.${module}`,
+  ];
 }

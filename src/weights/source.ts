@@ -18,8 +18,11 @@ import { type DiffusersFolder, openDiffusersFolder } from "./diffusers.ts";
 import {
   applyTransform,
   type Component,
+  type IgnoredKey,
   type KeyMapping,
+  type MappingEntry,
   mapSingleFileKeys,
+  mapVaeFileKeys,
   transformedShape,
 } from "./names.ts";
 import {
@@ -383,8 +386,19 @@ export async function openComponent(
     return new ComponentTensors(ranges, options);
   }
   const { file, mapping } = source;
-  const entries = mapping.entries
-    .filter((e) => e.target.component === component)
+  return new ComponentTensors(
+    rangesOf(file, mapping.entries.filter((e) => e.target.component === component)),
+    options,
+  );
+}
+
+/** Byte ranges of mapped entries by target key, in file order (a split is a sub-range). */
+function rangesOf(
+  file: SafetensorsFile,
+  mapped: readonly MappingEntry[],
+): Map<string, TensorRange> {
+  const ranges = new Map<string, TensorRange>();
+  const entries = mapped
     .map((e) => ({ e, info: file.tensors.get(e.source)! }))
     .sort((a, b) => a.info.byteOffset - b.info.byteOffset);
   for (const { e, info } of entries) {
@@ -397,7 +411,96 @@ export async function openComponent(
     const shape = transformedShape(info.shape, t);
     ranges.set(e.target.key, { path: file.path, byteOffset, byteLength, dtype: info.dtype, shape });
   }
-  return new ComponentTensors(ranges, options);
+  return ranges;
+}
+
+/** An external VAE opened for loading (see {@link openVaeSource}). */
+export interface VaeSource {
+  /** Its tensors under diffusers keys, read on demand. */
+  tensors: ComponentTensors;
+  /** Its config: the folder's own, or the model's for a single file. */
+  config: AutoencoderKLConfig;
+  /** The `.safetensors` file the weights are in. */
+  weights: string;
+  /** Keys deliberately not loaded (EMA counters, training loss weights). */
+  ignored: IgnoredKey[];
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return (await Deno.stat(path).catch(() => undefined))?.isFile ?? false;
+}
+
+/** The config and weights file of a diffusers `AutoencoderKL` folder (or a pipeline's `vae/`). */
+async function vaeFolder(dir: string): Promise<{ config: AutoencoderKLConfig; weights: string }> {
+  const root = await isFile(`${dir}/config.json`) ? dir : `${dir}/vae`;
+  if (!(await isFile(`${root}/config.json`))) {
+    throw new Error(
+      `${dir} is a folder without config.json (or vae/config.json): a VAE folder is a diffusers ` +
+        `AutoencoderKL (config.json + diffusion_pytorch_model.safetensors), else pass the .safetensors file`,
+    );
+  }
+  const config = JSON.parse(await Deno.readTextFile(`${root}/config.json`));
+  if (config._class_name !== undefined && config._class_name !== "AutoencoderKL") {
+    throw new Error(`${root}/config.json describes a ${config._class_name}, not an AutoencoderKL`);
+  }
+  for (
+    const name of [
+      "diffusion_pytorch_model.safetensors",
+      "diffusion_pytorch_model.fp16.safetensors",
+    ]
+  ) {
+    if (await isFile(`${root}/${name}`)) return { config, weights: `${root}/${name}` };
+  }
+  throw new Error(
+    `${root} has no diffusion_pytorch_model.safetensors (pickled .bin weights are refused: ` +
+      `loading pickle can run code); convert it to .safetensors`,
+  );
+}
+
+/**
+ * Opens an external VAE: a diffusers `AutoencoderKL` folder (its own config) or a single
+ * `.safetensors` VAE — LDM keys with or without `first_stage_model.` (the ft-MSE/EMA VAEs), or
+ * diffusers keys — read with the model's VAE config. Every key is mapped or deliberately ignored;
+ * unknown keys are an error, and `AutoencoderKL.load` then checks every shape strictly.
+ *
+ * @example
+ * ```ts
+ * import { openVaeSource } from "./source.ts";
+ * import { SD15 } from "./configs.ts";
+ * const vae = await openVaeSource("vae-ft-mse-840000-ema-pruned.safetensors", { config: SD15.vae });
+ * console.log(vae.tensors.size, vae.ignored.length);
+ * ```
+ */
+export async function openVaeSource(
+  path: string,
+  options: { config: AutoencoderKLConfig },
+): Promise<VaeSource> {
+  const info = await Deno.stat(path).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`VAE ${path} does not exist: check the path`);
+    }
+    throw e;
+  });
+  const { config, weights } = info.isDirectory
+    ? await vaeFolder(path)
+    : { config: options.config, weights: path };
+  const file = await openSafetensors(weights);
+  file.close();
+  const mapping = mapVaeFileKeys(file.tensors, { levels: config.block_out_channels.length });
+  if (mapping.unknown.length > 0) {
+    const shown = mapping.unknown.slice(0, 6).join(", ");
+    throw new Error(
+      `${weights} is not a VAE this loader knows: ${mapping.unknown.length} keys match no VAE ` +
+        `layout (${shown}${mapping.unknown.length > 6 ? ", …" : ""}); a VAE file has ` +
+        `encoder./decoder./quant_conv keys, optionally under first_stage_model.`,
+    );
+  }
+  return {
+    tensors: new ComponentTensors(rangesOf(file, mapping.entries)),
+    config,
+    weights,
+    ignored: mapping.ignored,
+  };
 }
 
 /**
