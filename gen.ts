@@ -9,11 +9,11 @@
 import { encodePng, formatA1111Parameters } from "./src/io/png.ts";
 import { Profiler } from "./src/gpu/profiler.ts";
 import { addonInfotext, checkPromptLoras } from "./src/pipeline/addons.ts";
-import { decodeLatents } from "./src/pipeline/decode.ts";
+import { decodeLatents, vaeTiles } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
-import { latentFactor, loadPipeline } from "./src/pipeline/load.ts";
+import { latentFactor, loadPipeline, type Pipeline } from "./src/pipeline/load.ts";
 import { sampleLatents } from "./src/pipeline/sample.ts";
-import { loadTaesdDecoder } from "./src/models/taesd.ts";
+import { loadTaesdDecoder, type TaesdDecoder } from "./src/models/taesd.ts";
 import { a1111Name } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
@@ -140,11 +140,18 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       }
       const sampled = progress.elapsed();
       sampleSecs += sampled;
-      const [, , h, w] = last!.shape;
-      const f = taesd ? 8 : latentFactor(pipe);
-      progress.phase(`decoding ${f * w}×${f * h} with ${taesd ? "TAESD" : "the VAE"}`);
+      const decodeOpts = {
+        taesd,
+        tiling: values.vaeTiling || values.vaeTileSize !== undefined ? true : "auto" as const,
+        tileSize: values.vaeTileSize,
+      };
+      const what = decodePhase(pipe, last!.shape, decodeOpts);
+      progress.phase(what);
       const t1 = performance.now();
-      const image = await decodeLatents(pipe, last!, { taesd });
+      const image = await decodeLatents(pipe, last!, {
+        ...decodeOpts,
+        onTile: (done, total) => progress.phaseStep(done, total),
+      });
       last!.dispose();
       const decoded = (performance.now() - t1) / 1000;
       decodeSecs += decoded;
@@ -164,7 +171,9 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       const bytes = encodePng(image, { text: { parameters: text } });
       const path = await out.write(bytes, { seed, index: k, notice: (m) => progress.note(m) });
       progress.end(
-        `${steps} steps in ${formatSeconds(sampled)}, decoded in ${formatSeconds(decoded)}`,
+        `${steps} step${steps === 1 ? "" : "s"} in ${formatSeconds(sampled)}, decoded in ${
+          formatSeconds(decoded)
+        }`,
       );
       console.log(path);
     }
@@ -181,6 +190,30 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
     }, sampling ${formatSeconds(sampleSecs)} at ${(calls / sampleSecs).toFixed(2)} it/s, ` +
       `decoding ${formatSeconds(decodeSecs)})\n`,
   );
+}
+
+/** `decoding 1088×1024 with the VAE in 4 tiles (…)`: what the decode phase will do. */
+function decodePhase(
+  pipe: Pipeline,
+  shape: readonly number[],
+  options: { taesd?: TaesdDecoder; tiling: boolean | "auto"; tileSize?: number },
+): string {
+  const [, , h, w] = shape;
+  const f = options.taesd ? 8 : latentFactor(pipe);
+  const size = `${f * w}×${f * h}`;
+  if (options.taesd) return `decoding ${size} with TAESD`;
+  const plan = vaeTiles(pipe, shape, options);
+  if (!plan) return `decoding ${size} with the VAE`;
+  const why = options.tiling === "auto"
+    ? `: whole, it would need a ${mb(plan.wholeBytes)} buffer; this GPU binds ${
+      mb(pipe.rt.gpu.limits.maxStorageBufferBindingSize)
+    }`
+    : "";
+  return `decoding ${size} with the VAE in ${plan.count} tiles of ${plan.tile * f} px${why}`;
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 }
 
 /**

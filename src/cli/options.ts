@@ -232,6 +232,19 @@ export const FLAGS = {
     group: "Output",
     help: "allow replacing an existing NAME.png",
   }),
+  vaeTiling: flag.switch({
+    name: "vae-tiling",
+    group: "Output",
+    help: "decode the VAE in overlapping tiles with blended seams, to save GPU memory; without " +
+      "it, tiling starts by itself when the whole image would pass the GPU's buffer limit",
+  }),
+  vaeTileSize: flag.int({
+    name: "vae-tile-size",
+    group: "Output",
+    help: "VAE tile side in pixels (default: the VAE's training size, 512 for SD)",
+    min: 8,
+    max: 16384,
+  }),
   // Other
   profile: flag.switch({
     name: "profile",

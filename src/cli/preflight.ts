@@ -1,7 +1,8 @@
 /**
  * Everything `gen.ts` can check before the long load: the paths the flags name are readable, the
  * model's configs are sound (read without its weights), the size fits the model's factors and the
- * GPU's limits, the sampler accepts the steps, the clip skip fits the text encoder. A mistake is a
+ * GPU's limits (the VAE decode tiles itself when needed; a tile size that cannot work is refused),
+ * the sampler accepts the steps, the clip skip fits the text encoder. A mistake is a
  * {@link UsageError} quoting the flag as the user typed it.
  *
  * @example
@@ -20,6 +21,7 @@ import { Runtime } from "../gpu/runtime.ts";
 import { inspectModel, latentFactor, type ModelInfo } from "../pipeline/load.ts";
 import { checkSampleOptions, schedulerFor, sizeFactor } from "../pipeline/sample.ts";
 import type { Scheduler } from "../schedulers/mod.ts";
+import { planVaeTiles } from "../pipeline/vae_tiling.ts";
 import { type FlagValues, UsageError } from "./flags.ts";
 import type { FLAGS } from "./options.ts";
 import { checkReadable } from "./paths.ts";
@@ -121,6 +123,22 @@ export async function preflight(
     size = checkSampleOptions({ ...info, rt }, options);
   } catch (e) {
     throw new UsageError((e as Error).message, { cause: e });
+  }
+  if (values.taesd === undefined) {
+    try {
+      planVaeTiles(info.configs.vae, {
+        height: size.height / latent,
+        width: size.width / latent,
+        tiling: values.vaeTiling || values.vaeTileSize !== undefined ? true : "auto",
+        tileSize: values.vaeTileSize,
+        maxBindingBytes: rt.gpu.limits.maxStorageBufferBindingSize,
+      });
+    } catch (e) {
+      const flag = values.vaeTileSize !== undefined
+        ? `${spelled.vaeTileSize} ${values.vaeTileSize}`
+        : `${size.width}×${size.height}`;
+      throw new UsageError(`${flag}: ${(e as Error).message}`, { cause: e });
+    }
   }
   return { model, info, rt, ...size, scheduler };
 }

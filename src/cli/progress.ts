@@ -79,6 +79,8 @@ export class Progress {
   #times: number[] = [];
   #lastPrinted = 0;
   #open = false;
+  #phase = "";
+  #phaseDone = 0;
 
   constructor(options: ProgressOptions) {
     this.#write = options.write;
@@ -134,8 +136,25 @@ export class Progress {
 
   /** Shows a stage without steps (`"decoding 512×512 with the VAE"`), replacing the bar. */
   phase(text: string): void {
+    this.#phase = text;
+    this.#phaseDone = 0;
     if (this.#tty) this.#line(`${this.#label} ${text}…`);
     else this.#write(`${this.#label} ${text}\n`);
+  }
+
+  /** Counts parts of the current phase (`4/12` tiles): redrawn on a terminal, quarters elsewhere. */
+  phaseStep(done: number, total: number): void {
+    const text = `${this.#label} ${this.#phase}: ${done}/${total}`;
+    if (this.#tty) {
+      this.#line(`${text}…`);
+      return;
+    }
+    if (
+      done === total || Math.floor((4 * done) / total) > Math.floor((4 * this.#phaseDone) / total)
+    ) {
+      this.#write(`${text}\n`);
+      this.#phaseDone = done;
+    }
   }
 
   /** Ends the current line with `text` (a phase's or an image's summary). */

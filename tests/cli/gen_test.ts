@@ -75,14 +75,28 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gen: --count 2 writes two images with seeds s and s+1; --taesd decodes with TAESD",
+  name: "gen: --count 2 writes seeds s and s+1; --vae-tiling decodes in tiles; --taesd with TAESD",
   ignore: MODEL === undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     try {
       const common = ["--model", MODEL!, "--steps", "1", "--width", "64", "--height", "64"];
-      const r = await gen(["a cat", ...common, "--seed", "11", "--count", "2", "--out", dir]);
+      const [r, tiled] = await Promise.all([
+        gen(["a cat", ...common, "--seed", "11", "--count", "2", "--out", dir]),
+        gen([
+          "a cat",
+          ...common,
+          "-s",
+          "11",
+          "--vae-tiling",
+          "--vae-tile-size",
+          "32",
+          "-o",
+          `${dir}/t.png`,
+        ]),
+      ]);
       ok(r);
+      ok(tiled);
       assert.deepEqual(r.stdout.trim().split("\n"), [`${dir}/00000-11.png`, `${dir}/00001-12.png`]);
       const a = await parameters(`${dir}/00000-11.png`);
       const b = await parameters(`${dir}/00001-12.png`);
@@ -90,11 +104,18 @@ Deno.test({
       assert.match(b.text, /Seed: 12,/);
       assert.notDeepEqual(a.data, b.data, "different seeds give different images");
       assert.match(r.stderr, /^\[2\/2\] step 1\/1 /m);
+      // sd.cpp's --vae-tiling: 9 overlapping 32-px tiles, blended; close to the whole decode
+      assert.match(tiled.stderr, /^\[1\/1\] decoding 64×64 with the VAE in 9 tiles of 32 px$/m);
+      assert.match(tiled.stderr, /^\[1\/1\] decoding 64×64 .*: 9\/9$/m);
+      const t = await parameters(`${dir}/t.png`);
+      assert.notDeepEqual(t.data, a.data, "tiles see their own GroupNorm statistics");
+      const diff = t.data.reduce((s, v, i) => s + Math.abs(v - a.data[i]), 0) / t.data.length;
+      assert.ok(diff < 25, `tiled and whole decodes differ by ${diff} per byte on average`);
 
       if (!sharedAvailable(TAESD)) return;
       const taesd = decodeURIComponent(new URL(TAESD, SHARED).pathname);
-      const t = await gen(["a cat", ...common, "--seed", "11", "--taesd", taesd, "--out", dir]);
-      ok(t);
+      const ta = await gen(["a cat", ...common, "--seed", "11", "--taesd", taesd, "--out", dir]);
+      ok(ta);
       const c = await parameters(`${dir}/00002-11.png`);
       assert.equal(c.width, 64);
       assert.match(c.text, /Seed: 11, Size: 64x64, Model: tiny-sd15/);

@@ -33,8 +33,9 @@ Deno.test({
         gen([...m], { permissions: ["--allow-read=/tmp", "--allow-write", "--allow-env"] }),
         gen(["a fox", "-m", broken, "-o", `${dir}/out/`]),
         gen([...m, "--taesd", `${dir}/missing.safetensors`]),
+        gen([...m, "--vae-tile-size", "60"]),
       ]);
-      const [steps, clipSkip, width, env, noRead, config, taesd] = results;
+      const [steps, clipSkip, width, env, noRead, config, taesd, tile] = results;
       usage(steps, /^error: --steps 1000 with the model's PNDMScheduler: .*timestep 1000 falls/m);
       usage(clipSkip, /^error: --clip-skip 3: this model's text encoder has 2 layers: use 1 … 2$/m);
       usage(width, /^error: -W 100 is not a multiple of 64 .*; try 64 or 128$/m);
@@ -46,6 +47,7 @@ Deno.test({
         /^error: .*broken\/unet\/config\.json: "block_out_channels" is missing \(a list of channel counts, like \[320, 640, 1280, 1280\]\)/m,
       );
       usage(taesd, /^error: --taesd .*missing\.safetensors: no such file or folder$/m);
+      usage(tile, /^error: --vae-tile-size 60: VAE tile size 60 px is not a multiple of 32/m);
       for (const r of results) {
         assert.doesNotMatch(r.stderr, /^loaded /m, `refused before loading:\n${r.stderr}`);
         assert.doesNotMatch(r.stderr, /internal error|TypeError/);

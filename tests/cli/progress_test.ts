@@ -31,10 +31,15 @@ Deno.test("progress: the ETA follows the recent steps, not the average since the
   assert.equal(lines[3], "[1/1] step 15/20  1.00 it/s  ETA 5.00 s");
   assert.equal(lines[0], "[1/1] step 1/20  0.20 it/s  ETA 95.0 s");
   assert.ok(out.every((s) => !s.includes("\r") && !s.includes("\x1b")), "plain lines");
-  p.phase("decoding 64×64 with the VAE");
+  p.phase("decoding 64×64 with the VAE in 12 tiles");
+  for (let i = 1; i <= 12; i++) p.phaseStep(i, 12);
   p.end("20 steps in 25.4 s, decoded in 1.00 s");
-  assert.deepEqual(out.slice(-2), [
-    "[1/1] decoding 64×64 with the VAE\n",
+  assert.deepEqual(out.slice(-6), [
+    "[1/1] decoding 64×64 with the VAE in 12 tiles\n",
+    "[1/1] decoding 64×64 with the VAE in 12 tiles: 3/12\n",
+    "[1/1] decoding 64×64 with the VAE in 12 tiles: 6/12\n",
+    "[1/1] decoding 64×64 with the VAE in 12 tiles: 9/12\n",
+    "[1/1] decoding 64×64 with the VAE in 12 tiles: 12/12\n",
     "[1/1] 20 steps in 25.4 s, decoded in 1.00 s\n",
   ]);
 });
