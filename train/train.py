@@ -1,0 +1,345 @@
+#!/usr/bin/python3
+"""Trains the tiny Stable Diffusion on the emoji data (CPU or GPU), resumably.
+
+    train.py vae  --data D --run R [--minutes M]   # AutoencoderKL on the images
+    train.py unet --data D --run R [--minutes M]   # U-Net + CLIP text encoder on the VAE's latents
+
+Each command resumes from R/<stage>.pt when it exists, checkpoints every --every-min minutes
+(atomically), appends a JSON line per log interval to R/<stage>_log.jsonl (loss, lr, samples, wall and
+CPU seconds), and writes sample sheets / reconstructions to R/samples/ at each checkpoint. Stop it
+at any time (SIGTERM checkpoints first); run the same command again to continue.
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import models  # noqa: E402
+from configs import text_encoder_config, unet_config, vae_config  # noqa: E402
+from data import EmojiData, caption  # noqa: E402
+from sampling import alphas_cumprod, generate  # noqa: E402
+from tokenizer import Tokenizer, read_clip_merges  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHEET_PROMPTS = ["tropical fish", "red apple", "cat face", "rocket", "sun", "pizza", "grinning face",
+                 "red heart", "dog face", "banana", "house", "snowman", "octopus", "strawberry",
+                 "automobile", "ghost"]
+STOP = False
+
+
+def on_term(*_):
+    global STOP
+    STOP = True
+
+
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def save_atomic(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def sheet(images, path, labels=None, cols=8, scale=2):
+    """[B, 3, H, W] in [0, 1] -> a PNG grid (nearest-upscaled)."""
+    b, _, h, w = images.shape
+    rows = math.ceil(b / cols)
+    grid = np.full((rows * h, cols * w, 3), 255, np.uint8)
+    arr = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    for i in range(b):
+        grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = arr[i]
+    Image.fromarray(grid).resize((cols * w * scale, rows * h * scale), Image.NEAREST).save(path)
+
+
+def lr_at(step, base, warmup):
+    return base * min(1.0, (step + 1) / warmup)
+
+
+class Ema:
+    def __init__(self, modules, decay):
+        self.decay = decay
+        self.shadow = [copy.deepcopy(m).eval().requires_grad_(False) for m in modules]
+
+    @torch.no_grad()
+    def update(self, modules, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, m in zip(self.shadow, modules):
+            for ps, pm in zip(s.parameters(), m.parameters()):
+                ps.mul_(d).add_(pm.detach(), alpha=1 - d)
+
+
+def setup(args):
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    os.makedirs(os.path.join(args.run, "samples"), exist_ok=True)
+    return EmojiData(args.data, args.px)
+
+
+def log_line(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE
+
+
+def psnr(vae, images):
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(images[i:i + 64])[0]) for i in range(0, len(images), 64)])
+    mse = ((rec.clamp(-1, 1) - images) / 2).pow(2).mean().item()
+    return 10 * math.log10(1 / mse), rec
+
+
+def train_vae(args):
+    data = setup(args)
+    train_idx, eval_idx = data.indices("train"), data.indices("eval")
+    path = os.path.join(args.run, "vae.pt")
+    cfg = vae_config(args.vae_channels, args.px)
+    vae = models.AutoencoderKL(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    state = {"step": 0, "samples": 0, "cpu": 0.0, "wall": 0.0}
+    if os.path.exists(path):
+        ck = torch.load(path)
+        vae.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        print(f"resumed VAE at step {state['step']}", flush=True)
+    g = torch.Generator().manual_seed(1234 + state["step"])
+    weights = data.weights(train_idx)
+    eval_imgs = data.images[eval_idx]
+    fixed = data.images[eval_idx[:16]]
+    log = os.path.join(args.run, "vae_log.jsonl")
+    t_start, c_start = time.time(), cpu_seconds()
+    t_ck, acc, n_acc = time.time(), 0.0, 0
+
+    def checkpoint():
+        state["cpu"] += cpu_seconds() - c_start_box[0]
+        state["wall"] += time.time() - t_start_box[0]
+        c_start_box[0], t_start_box[0] = cpu_seconds(), time.time()
+        save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state, "config": cfg}, path)
+        db, rec = psnr(vae.eval(), eval_imgs)
+        vae.train()
+        sheet(torch.cat([fixed, rec[:16]]) / 2 + 0.5, os.path.join(args.run, "samples", f"vae_{state['step']:06d}.png"))
+        log_line(log, {"step": state["step"], "samples": state["samples"], "eval_psnr": round(db, 2),
+                       "cpu_s": round(state["cpu"]), "wall_s": round(state["wall"])})
+        print(f"VAE step {state['step']}: eval PSNR {db:.2f} dB, {state['cpu'] / 3600:.2f} CPU-h", flush=True)
+
+    c_start_box, t_start_box = [c_start], [t_start]
+    deadline = time.time() + args.minutes * 60
+    while not STOP and time.time() < deadline and state["step"] < args.steps:
+        pick = torch.multinomial(weights, args.batch, replacement=True, generator=g)
+        x = data.images[[train_idx[i] for i in pick]]  # [B, 3, px, px]
+        mean, logvar = vae.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        rec = vae.decode(z)
+        l1 = (rec - x).abs().mean()
+        grad = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean() + \
+            ((rec[..., 1:] - rec[..., :-1]) - (x[..., 1:] - x[..., :-1])).abs().mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = l1 + 0.5 * grad + 0.1 * F.mse_loss(rec, x) + args.kl * kl
+        for group in opt.param_groups:
+            group["lr"] = lr_at(state["step"], args.lr, args.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        state["step"] += 1
+        state["samples"] += args.batch
+        acc, n_acc = acc + loss.item(), n_acc + 1
+        if state["step"] % args.log_every == 0:
+            log_line(log, {"step": state["step"], "samples": state["samples"], "loss": round(acc / n_acc, 5),
+                           "cpu_s": round(state["cpu"] + cpu_seconds() - c_start_box[0]),
+                           "wall_s": round(state["wall"] + time.time() - t_start_box[0])})
+            acc, n_acc = 0.0, 0
+        if time.time() - t_ck > args.every_min * 60:
+            checkpoint()
+            t_ck = time.time()
+    checkpoint()
+
+
+def normalised_vae(ck):
+    """The trained VAE with per-channel latent mean/std folded into quant_conv and post_quant_conv,
+    so encode() gives zero-mean, unit-std latents per channel (scaling_factor 1.0) and decode()
+    still reconstructs exactly."""
+    vae = models.AutoencoderKL(ck["config"])
+    vae.load_state_dict(ck["model"])
+    mu, sigma = ck["latent_mean"], ck["latent_std"]  # [L]
+    lat = len(mu)
+    with torch.no_grad():
+        q, p = vae.quant_conv, vae.post_quant_conv
+        q.weight[:lat] /= sigma[:, None, None, None]
+        q.bias[:lat] = (q.bias[:lat] - mu) / sigma
+        q.bias[lat:] -= 2 * torch.log(sigma)
+        p.bias += (p.weight[:, :, 0, 0] @ mu)
+        p.weight *= sigma[None, :, None, None]
+    vae.config["scaling_factor"] = 1.0
+    return vae.eval().requires_grad_(False)
+
+
+def latent_stats(vae, images):
+    with torch.no_grad():
+        means = torch.cat([vae.encode(images[i:i + 128])[0] for i in range(0, len(images), 128)])
+    return means.mean(dim=(0, 2, 3)), means.std(dim=(0, 2, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# U-Net + text encoder
+
+
+def make_tokenizer(args):
+    return Tokenizer(read_clip_merges(args.clip_merges, args.merges), args.max_length)
+
+
+def train_unet(args):
+    data = setup(args)
+    train_idx = data.indices("train")
+    path = os.path.join(args.run, "unet.pt")
+    vae_ck = torch.load(os.path.join(args.run, "vae.pt"))
+    if "latent_mean" not in vae_ck:
+        raw = models.AutoencoderKL(vae_ck["config"])
+        raw.load_state_dict(vae_ck["model"])
+        vae_ck["latent_mean"], vae_ck["latent_std"] = latent_stats(raw.eval(), data.images[train_idx])
+        save_atomic(vae_ck, os.path.join(args.run, "vae.pt"))
+    vae = normalised_vae(vae_ck)
+    tok = make_tokenizer(args)
+    ucfg = unet_config(args.unet_channels, args.px // vae.scale_factor, args.width, layers=args.layers)
+    tcfg = text_encoder_config(len(tok.vocab), args.width, args.max_length, layers=args.text_layers,
+                               heads=args.width // 32, bos=tok.bos, eos=tok.eos)
+    unet, te = models.UNet2DConditionModel(ucfg), models.CLIPTextModel(tcfg)
+    torch.nn.init.normal_(te.text_model.embeddings.token_embedding.weight, std=0.02)
+    torch.nn.init.normal_(te.text_model.embeddings.position_embedding.weight, std=0.01)
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    state = {"step": 0, "samples": 0, "cpu": 0.0, "wall": 0.0}
+    ema = Ema([unet, te], args.ema)
+    if os.path.exists(path):
+        ck = torch.load(path)
+        unet.load_state_dict(ck["unet"])
+        te.load_state_dict(ck["text_encoder"])
+        ema.shadow[0].load_state_dict(ck["ema_unet"])
+        ema.shadow[1].load_state_dict(ck["ema_text_encoder"])
+        opt.load_state_dict(ck["opt"])
+        state = ck["state"]
+        print(f"resumed U-Net at step {state['step']}", flush=True)
+    # latents of every image once: posterior mean and std, sampled per step
+    with torch.no_grad():
+        post = [vae.encode(data.images[i:i + 128]) for i in range(0, len(data.images), 128)]
+    lat_mean = torch.cat([m for m, _ in post])  # [N, 4, h, w]
+    lat_std = torch.cat([torch.exp(0.5 * lv) for _, lv in post])
+    ac = alphas_cumprod()
+    snr = ac / (1 - ac)
+    rng = random.Random(state["step"])
+    g = torch.Generator().manual_seed(4321 + state["step"])
+    weights = data.weights(train_idx)
+    empty = tok("")
+    log = os.path.join(args.run, "unet_log.jsonl")
+    t_box, c_box = [time.time()], [cpu_seconds()]
+    t_ck, acc, n_acc = time.time(), 0.0, 0
+
+    def checkpoint():
+        state["cpu"] += cpu_seconds() - c_box[0]
+        state["wall"] += time.time() - t_box[0]
+        c_box[0], t_box[0] = cpu_seconds(), time.time()
+        save_atomic({"unet": unet.state_dict(), "text_encoder": te.state_dict(),
+                     "ema_unet": ema.shadow[0].state_dict(), "ema_text_encoder": ema.shadow[1].state_dict(),
+                     "opt": opt.state_dict(), "state": state, "unet_config": ucfg, "text_config": tcfg,
+                     "merges": args.merges, "max_length": args.max_length}, path)
+        imgs = generate(ema.shadow[0], ema.shadow[1], vae, tok, SHEET_PROMPTS, list(range(16)), steps=20)
+        sheet(imgs, os.path.join(args.run, "samples", f"unet_{state['step']:06d}.png"))
+        log_line(log, {"step": state["step"], "samples": state["samples"], "checkpoint": True,
+                       "cpu_s": round(state["cpu"]), "wall_s": round(state["wall"])})
+        print(f"U-Net step {state['step']}: {state['samples']} samples, {state['cpu'] / 3600:.2f} CPU-h", flush=True)
+
+    deadline = time.time() + args.minutes * 60
+    while not STOP and time.time() < deadline and state["step"] < args.steps:
+        pick = [train_idx[i] for i in torch.multinomial(weights, args.batch, replacement=True, generator=g)]
+        z = lat_mean[pick] + lat_std[pick] * torch.randn(lat_mean[pick].shape, generator=g)  # [B, 4, h, w]
+        caps = [caption(data.concepts[data.items[i]["concept"]], data.items[i]["style"], rng)
+                if rng.random() >= args.drop else "" for i in pick]
+        ids = torch.tensor([tok(c) if c else empty for c in caps])  # [B, L]
+        t = torch.randint(0, 1000, (args.batch,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        a = ac[t][:, None, None, None]
+        x_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        pred = unet(x_t, t, te(ids))
+        per = (pred - noise).pow(2).mean(dim=(1, 2, 3))  # [B]
+        w = torch.clamp(snr[t], max=args.min_snr) / snr[t] if args.min_snr > 0 else torch.ones_like(per)
+        loss = (per * w).mean()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(state["step"], args.lr, args.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update([unet, te], state["step"])
+        state["step"] += 1
+        state["samples"] += args.batch
+        acc, n_acc = acc + per.mean().item(), n_acc + 1
+        if state["step"] % args.log_every == 0:
+            log_line(log, {"step": state["step"], "samples": state["samples"], "loss": round(acc / n_acc, 5),
+                           "lr": opt.param_groups[0]["lr"], "cpu_s": round(state["cpu"] + cpu_seconds() - c_box[0]),
+                           "wall_s": round(state["wall"] + time.time() - t_box[0])})
+            acc, n_acc = 0.0, 0
+        if time.time() - t_ck > args.every_min * 60:
+            checkpoint()
+            t_ck = time.time()
+    checkpoint()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["vae", "unet"])
+    ap.add_argument("--data", default="/var/tmp/denoise-data/emoji")
+    ap.add_argument("--run", default="/var/tmp/denoise-train/run1")
+    ap.add_argument("--px", type=int, default=32)
+    ap.add_argument("--vae-channels", type=lambda s: [int(c) for c in s.split(",")], default=[32, 64, 128])
+    ap.add_argument("--unet-channels", type=lambda s: [int(c) for c in s.split(",")], default=[64, 128, 192])
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--width", type=int, default=128, help="text encoder width = cross_attention_dim")
+    ap.add_argument("--text-layers", type=int, default=2)
+    ap.add_argument("--clip-merges", default=os.path.join(HERE, "..", "..", "shared", "data", "clip",
+                                                            "bpe_simple_vocab_16e6.txt.gz"))
+    ap.add_argument("--merges", type=int, default=8000)
+    ap.add_argument("--max-length", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--kl", type=float, default=1e-4)
+    ap.add_argument("--drop", type=float, default=0.12, help="caption dropout (for guidance)")
+    ap.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-γ loss weighting (0: off)")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--steps", type=int, default=10 ** 9)
+    ap.add_argument("--minutes", type=float, default=10 ** 9)
+    ap.add_argument("--every-min", type=float, default=20)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    if args.lr is None:
+        args.lr = 1e-3 if args.stage == "vae" else 5e-4
+    if args.stage == "vae":
+        args.batch = min(args.batch, 32)
+        train_vae(args)
+    else:
+        train_unet(args)
+
+
+if __name__ == "__main__":
+    main()
