@@ -75,7 +75,7 @@ def augment(x, g):
 
 
 def train_classifier(args):
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     data = EmojiData(args.data, 32)
     tr, ev = data.indices("train"), data.indices("eval")
@@ -190,7 +190,8 @@ def main():
     ap.add_argument("--data", default="/var/tmp/denoise-data/emoji")
     ap.add_argument("--classifier", default="/var/tmp/denoise-train/classifier.pt")
     ap.add_argument("--out", default="/var/tmp/denoise-train/classifier.pt")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default=os.path.join(HERE, "..", "models", "denoise-emoji"))
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--steps", type=int, default=20)

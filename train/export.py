@@ -64,6 +64,10 @@ def write_json(path, obj):
 
 def export(args):
     vae_ck = torch.load(os.path.join(args.run, "vae.pt"))
+    dec = os.path.join(args.run, "vae_dec.pt")
+    if os.path.exists(dec) and not args.no_decoder_ft:  # the decoder fine-tuned on the frozen encoder
+        d = torch.load(dec)
+        vae_ck = {**vae_ck, "model": d["model"], "decoder_state": d["state"]}
     vae = normalised_vae(vae_ck)
     ck = torch.load(os.path.join(args.run, "unet.pt"))
     pre = "" if args.raw else "ema_"
@@ -83,7 +87,9 @@ def export(args):
     st.save(os.path.join(tmp, "vae", "diffusion_pytorch_model.safetensors"), vae.state_dict())
     s, v = ck["state"], vae_ck["state"]
     px = vae.config["sample_size"]
-    summary = (f"VAE {v['step']} steps ({v['samples']} images, {v['cpu'] / 3600:.2f} CPU-hours); U-Net + "
+    dv = vae_ck.get("decoder_state")
+    dec_note = f", decoder fine-tuned to step {dv['step']} ({dv['cpu'] / 3600:.2f} CPU-hours in all)" if dv else ""
+    summary = (f"VAE {v['step']} steps ({v['samples']} images, {v['cpu'] / 3600:.2f} CPU-hours{dec_note}); U-Net + "
                f"text encoder {s['step']} steps ({s['samples']} samples, {s['cpu'] / 3600:.2f} CPU-hours), "
                f"{'raw' if args.raw else 'EMA'} weights.")
     with open(os.path.join(tmp, "README.md"), "w") as f:
@@ -138,6 +144,7 @@ def main():
     ap.add_argument("--run", help="training run folder (vae.pt, unet.pt)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "models", "denoise-emoji"))
     ap.add_argument("--raw", action="store_true", help="export the raw weights, not the EMA ones")
+    ap.add_argument("--no-decoder-ft", action="store_true", help="ignore vae_dec.pt (the fine-tuned decoder)")
     ap.add_argument("--fixture", help="write the equivalence fixture for --out into this folder")
     ap.add_argument("--clip-merges", default=os.path.join(HERE, "..", "..", "shared", "data", "clip",
                                                             "bpe_simple_vocab_16e6.txt.gz"))

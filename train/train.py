@@ -111,10 +111,20 @@ def psnr(vae, images):
 def train_vae(args):
     data = setup(args)
     train_idx, eval_idx = data.indices("train"), data.indices("eval")
-    path = os.path.join(args.run, "vae.pt")
+    # --decoder-only: the encoder of vae.pt (which the U-Net's latents come from) stays frozen and
+    # the decoder keeps training into vae_dec.pt, as SD's fine-tuned decoders do.
+    path = os.path.join(args.run, "vae_dec.pt" if args.decoder_only else "vae.pt")
     cfg = vae_config(args.vae_channels, args.px)
     vae = models.AutoencoderKL(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    if args.decoder_only:
+        ck = torch.load(os.path.join(args.run, "vae.pt"))
+        cfg = ck["config"]
+        vae = models.AutoencoderKL(cfg)
+        vae.load_state_dict(ck["model"])
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     state = {"step": 0, "samples": 0, "cpu": 0.0, "wall": 0.0}
     if os.path.exists(path):
         ck = torch.load(path)
@@ -122,11 +132,13 @@ def train_vae(args):
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         print(f"resumed VAE at step {state['step']}", flush=True)
+    elif args.decoder_only:
+        state = dict(ck["state"])
     g = torch.Generator().manual_seed(1234 + state["step"])
     weights = data.weights(train_idx)
     eval_imgs = data.images[eval_idx]
     fixed = data.images[eval_idx[:16]]
-    log = os.path.join(args.run, "vae_log.jsonl")
+    log = os.path.join(args.run, "vae_dec_log.jsonl" if args.decoder_only else "vae_log.jsonl")
     t_start, c_start = time.time(), cpu_seconds()
     t_ck, acc, n_acc = time.time(), 0.0, 0
 
@@ -137,7 +149,8 @@ def train_vae(args):
         save_atomic({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state, "config": cfg}, path)
         db, rec = psnr(vae.eval(), eval_imgs)
         vae.train()
-        sheet(torch.cat([fixed, rec[:16]]) / 2 + 0.5, os.path.join(args.run, "samples", f"vae_{state['step']:06d}.png"))
+        name = f"vae{'_dec' if args.decoder_only else ''}_{state['step']:06d}.png"
+        sheet(torch.cat([fixed, rec[:16]]) / 2 + 0.5, os.path.join(args.run, "samples", name))
         log_line(log, {"step": state["step"], "samples": state["samples"], "eval_psnr": round(db, 2),
                        "cpu_s": round(state["cpu"]), "wall_s": round(state["wall"])})
         print(f"VAE step {state['step']}: eval PSNR {db:.2f} dB, {state['cpu'] / 3600:.2f} CPU-h", flush=True)
@@ -147,8 +160,9 @@ def train_vae(args):
     while not STOP and time.time() < deadline and state["step"] < args.steps:
         pick = torch.multinomial(weights, args.batch, replacement=True, generator=g)
         x = data.images[[train_idx[i] for i in pick]]  # [B, 3, px, px]
-        mean, logvar = vae.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        with torch.set_grad_enabled(not args.decoder_only):
+            mean, logvar = vae.encode(x)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
         rec = vae.decode(z)
         l1 = (rec - x).abs().mean()
         grad = ((rec[..., 1:, :] - rec[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])).abs().mean() + \
@@ -159,7 +173,7 @@ def train_vae(args):
             group["lr"] = lr_at(state["step"], args.lr, args.warmup)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         state["step"] += 1
         state["samples"] += args.batch
@@ -323,6 +337,7 @@ def main():
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--kl", type=float, default=1e-4)
+    ap.add_argument("--decoder-only", action="store_true", help="vae: train the decoder on the frozen encoder")
     ap.add_argument("--drop", type=float, default=0.12, help="caption dropout (for guidance)")
     ap.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-γ loss weighting (0: off)")
     ap.add_argument("--ema", type=float, default=0.999)
