@@ -6,6 +6,7 @@
  * @module
  */
 import type { DType } from "../gpu/device.ts";
+import { keepTensors } from "../gpu/scope.ts";
 import type { Runtime } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import type { LoadedTensor } from "../weights/source.ts";
@@ -186,7 +187,7 @@ export class ParamStore {
   }
 
   #keep(t: Tensor): Tensor {
-    this.#owned.push(this.rt.keep(t)); // a parameter outlives any scope it is loaded in
+    this.#owned.push(keepTensors(t)); // a parameter outlives any scope it is loaded in
     return t;
   }
 }
