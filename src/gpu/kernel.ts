@@ -3,9 +3,15 @@
  * `kernels/<name>.wgsl.jinja`, rendered with `@huggingface/jinja` from typed parameters (dtype,
  * workgroup and tile sizes, fused epilogues). Shapes never enter a template: they travel in uniforms.
  *
+ * The templates ship inside the module graph: `deno task kernels` turns each into a string module
+ * (`kernels/<name>.wgsl.ts`, indexed by `kernels/mod.ts`), so the package reads no file and fetches
+ * nothing for its own kernels. After editing a `.jinja` file, run `deno task kernels`; the tests
+ * fail while a generated module is out of date.
+ *
  * @module
  */
 import { Template } from "@huggingface/jinja";
+import { KERNEL_SOURCES } from "../../kernels/mod.ts";
 import { ACTIVATIONS_WGSL } from "./wgsl_lib.ts";
 
 /** A template parameter value. */
@@ -34,38 +40,32 @@ export function keyString(key: PipelineKey): string {
   return `${key.kernel}{${p}}`;
 }
 
-const templateText = new Map<string, string>();
+const templateText = new Map<string, string>(Object.entries(KERNEL_SOURCES));
 const compiled = new Map<string, Template>();
 
-/** Where the kernel templates live (`kernels/` at the package root). */
-export const KERNELS_URL: URL = new URL("../../kernels/", import.meta.url);
-
 /**
- * Loads templates by stem, once per process; works for `file:` and `https:` package URLs.
+ * Checks that templates are available by stem: the package's own are always (they are compiled into
+ * the module graph), others must have been registered with {@link registerTemplate}.
  *
  * @example
  * ```ts
- * import { loadTemplates } from "./kernel.ts";
- * await loadTemplates(["elementwise"]);
+ * import { loadTemplates } from "@denoise/sd/gpu";
+ * await loadTemplates(["elementwise", "gemm"]);
  * ```
  */
-export async function loadTemplates(names: readonly string[]): Promise<void> {
-  await Promise.all(
-    names.filter((n) => !templateText.has(n)).map(async (name) => {
-      const url = new URL(`${name}.wgsl.jinja`, KERNELS_URL);
-      let text: string;
-      try {
-        const res = await fetch(url);
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        text = await res.text();
-      } catch (e) {
-        throw new Error(
-          `denoise: cannot read kernel template ${url.href}: ${(e as Error).message}`,
-        );
-      }
-      templateText.set(name, text);
-    }),
-  );
+export function loadTemplates(names: readonly string[]): Promise<void> {
+  const missing = names.filter((n) => !templateText.has(n));
+  if (missing.length > 0) {
+    return Promise.reject(
+      new Error(
+        `denoise: no kernel template ${missing.map((n) => `"${n}"`).join(", ")}: the package ` +
+          `has ${
+            [...Object.keys(KERNEL_SOURCES)].join(", ")
+          }; register others with registerTemplate`,
+      ),
+    );
+  }
+  return Promise.resolve();
 }
 
 /**

@@ -6,23 +6,15 @@
  * @module
  */
 import { assertNotLost, type DType, getGpu, type Gpu, type GpuOptions } from "./device.ts";
-import { type CompiledKernel, loadTemplates, PipelineCache, type PipelineKey } from "./kernel.ts";
+import { KERNEL_SOURCES } from "../../kernels/mod.ts";
+import { type CompiledKernel, PipelineCache, type PipelineKey } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
 import type { Profiler } from "./profiler.ts";
 import { keepTensors, tensorScope, trackTensor } from "./scope.ts";
 import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 
-/** Every kernel template the package ships; loaded when a runtime is created. */
-export const KERNEL_TEMPLATES: string[] = [
-  "elementwise",
-  "gemm",
-  "conv2d",
-  "vae_ops",
-  "attention",
-  "norm",
-  "layout",
-  "geglu",
-];
+/** The stems of every kernel template the package ships (compiled into the module graph). */
+export const KERNEL_TEMPLATES: readonly string[] = Object.keys(KERNEL_SOURCES);
 
 /** One compute dispatch to record. */
 export interface Dispatch {
@@ -99,11 +91,9 @@ export class Runtime {
     this.#uniformAlign = Math.max(gpu.limits.minUniformBufferOffsetAlignment, 16);
   }
 
-  /** Creates a runtime on the shared (or given) device and loads the kernel templates. */
+  /** Creates a runtime on the shared (or given) device. */
   static async create(options: RuntimeOptions = {}): Promise<Runtime> {
-    const gpu = options.gpu ?? await getGpu(options);
-    await loadTemplates(KERNEL_TEMPLATES);
-    return new Runtime(gpu);
+    return new Runtime(options.gpu ?? await getGpu(options));
   }
 
   /** The device. */
