@@ -99,6 +99,7 @@ export {
   addonInfotext,
   type AddonOptions,
   checkPromptLoras,
+  pipelineEmbeddings,
   type VaeInfo,
 } from "./src/pipeline/addons.ts";
 export {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU measurement the issues ask for, in one run, for a session that is lent a GPU machine:
 # kernel ladders, U-Net steps (SD 1.5 and SD 2.1, f16/f32, batch 1/2), loading a full-size SD 1.5
-# checkpoint, and a 20-step 512² image end to end (random SD 1.5 weights, so the picture is noise).
+# checkpoint, LoRA merge vs on-the-fly at SD 1.5 size, and a 20-step 512² image end to end (random
+# SD 1.5 weights, so the picture is noise).
 # Results (text + JSON) go to $1, else $OUT, else out/gpu/. Copy the numbers into bench/RESULTS.md.
 #
 # On the device machine (after `bash ../shared/gpu/prepare.sh` here, carry .gpu):
@@ -34,6 +35,7 @@ run unet_sd15_f16_b1 deno run -A bench/unet_step.ts --arch sd15 --batch 1 --json
 run unet_sd15_f32_b2 deno run -A bench/unet_step.ts --arch sd15 --dtype f32 --json "$out/unet_sd15_f32_b2.json"
 run unet_sd21_768_b2 deno run -A bench/unet_step.ts --arch sd21 --json "$out/unet_sd21_768_b2.json"
 run unet_turbo_512_b1 deno run -A bench/unet_step.ts --arch sd21 --base 512 --batch 1 --json "$out/unet_turbo_512_b1.json"
+run lora_sd15 deno run -A bench/lora.ts --res 512 --json "$out/lora_sd15.json"
 ckpt=/tmp/denoise-sd15-f16.safetensors
 run make_checkpoint deno run -A bench/make_checkpoint.ts --out "$ckpt" --dtype f16 --family sd15
 tok=tests/fixtures/models/tiny-sd15/tokenizer # any CLIP-format tokenizer serves for timing

@@ -68,7 +68,15 @@ async function checkDir(path: string, what: string): Promise<void> {
   if (!info?.isDirectory) throw new Error(`${what} ${path} is not a folder: check the path`);
 }
 
-/** Checks the add-on paths before a model is loaded, so a typo fails in a second. */
+/**
+ * Checks the add-on paths before a model is loaded, so a typo fails in a second.
+ *
+ * @example
+ * ```ts
+ * import { checkAddonPaths } from "./addons.ts";
+ * await checkAddonPaths({ loraDir: "loras/", embeddings: ["embeddings/style.safetensors"] });
+ * ```
+ */
 export async function checkAddonPaths(options: AddonOptions): Promise<void> {
   if (options.loraDir !== undefined) await checkDir(options.loraDir, "the LoRA folder");
   if (options.embeddingDir !== undefined) {
@@ -85,7 +93,18 @@ export async function checkAddonPaths(options: AddonOptions): Promise<void> {
   }
 }
 
-/** Sets up a loaded pipeline's add-ons: embeddings, the LoRA folder, the VAE, then the LoRAs. */
+/**
+ * Sets up a loaded pipeline's add-ons: embeddings, the LoRA folder, the VAE, then the LoRAs
+ * (`loadPipeline` calls it).
+ *
+ * @example
+ * ```ts
+ * import { initAddons } from "./addons.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15");
+ * await initAddons(pipe, { loraDir: "loras/", embeddingDir: "embeddings/" });
+ * ```
+ */
 export async function initAddons(
   pipe: Pipeline,
   options: AddonOptions,
@@ -193,12 +212,35 @@ async function addEmbeddingDir(
   }
 }
 
-/** The textual-inversion embeddings a pipeline's prompts can name, by trigger word. */
+/**
+ * The textual-inversion embeddings a pipeline's prompts can name, by trigger word.
+ *
+ * @example
+ * ```ts
+ * import { pipelineEmbeddings } from "@denoise/sd";
+ * import { loadPipeline } from "@denoise/sd";
+ * const pipe = await loadPipeline("models/sd15", { embeddingDir: "embeddings/" });
+ * console.log([...pipelineEmbeddings(pipe).keys()]); // ["easynegative", …]
+ * ```
+ */
 export function pipelineEmbeddings(pipe: Pipeline): ReadonlyMap<string, TextualInversion> {
   return states.get(pipe)?.embeddings ?? new Map();
 }
 
-/** `findEmbedding` for `chunkTokens`: the longest registered trigger at a position. */
+/**
+ * `findEmbedding` for `chunkTokens`: the longest registered trigger at a position; what it finds
+ * goes into `used`. Undefined when the pipeline has no embeddings.
+ *
+ * @example
+ * ```ts
+ * import { embeddingFinder } from "./addons.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15", { embeddingDir: "embeddings/" });
+ * const used = new Set<never>();
+ * const find = embeddingFinder(pipe, used);
+ * find?.(pipe.tokenizer.encode("easynegative"), 0); // { name: "easynegative", length: 3, vectors: 8 }
+ * ```
+ */
 export function embeddingFinder(
   pipe: Pipeline,
   used: Set<TextualInversion>,
@@ -220,6 +262,14 @@ export function embeddingFinder(
  * The tokenizer's `encode`, but with the text first split around triggers that contain punctuation
  * (diffusers' `<token>`), as diffusers' added tokens split it: `<cat-toy>,` then tokenizes as the
  * trigger and a comma instead of merging `>,` into one token.
+ *
+ * @example
+ * ```ts
+ * import { encodeWithTriggers } from "./addons.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15", { embeddings: ["concepts/cat-toy.safetensors"] });
+ * encodeWithTriggers(pipe)("a <cat-toy>, on a table"); // "<cat-toy>" then ","
+ * ```
  */
 export function encodeWithTriggers(pipe: Pipeline): (text: string) => number[] {
   const tok = pipe.tokenizer;
@@ -231,14 +281,16 @@ export function encodeWithTriggers(pipe: Pipeline): (text: string) => number[] {
   return (text) => text.split(split).filter((p) => p !== "").flatMap((p) => tok.encode(p));
 }
 
-/** The embedding registered under `name` (its file name). */
-export function embeddingNamed(pipe: Pipeline, name: string): TextualInversion {
-  const e = states.get(pipe)?.embeddings.get(name);
-  if (e === undefined) throw new Error(`denoise: no embedding named ${name} is registered`);
-  return e;
-}
-
-/** Resolves a LoRA name in a folder: `NAME.safetensors`, else a file whose alias (`ss_output_name`) is NAME. */
+/**
+ * Resolves a LoRA name in a folder: `NAME.safetensors`, else a file (searched recursively) whose
+ * alias (`ss_output_name`) is NAME. A pickle of that name is refused; a miss lists what is there.
+ *
+ * @example
+ * ```ts
+ * import { findLoraFile } from "./addons.ts";
+ * await findLoraFile("loras", "ghibli_style"); // "loras/ghibli_style.safetensors"
+ * ```
+ */
 export async function findLoraFile(dir: string, name: string): Promise<string> {
   const direct = `${dir.replace(/\/+$/, "")}/${name}.safetensors`;
   if ((await Deno.stat(direct).catch(() => undefined))?.isFile) return direct;
@@ -294,7 +346,17 @@ function noLoraDir(tag: string): Error {
 
 /**
  * Takes the `<lora:…>` tags out of a prompt and merges the pipeline's LoRAs plus the tagged ones
- * (resolved in the LoRA folder) and `extra`. Returns the text to tokenize and the set merged.
+ * (resolved in the LoRA folder) and `options.loras`. Returns the text to tokenize and the set
+ * merged (`encodePrompt` calls it).
+ *
+ * @example
+ * ```ts
+ * import { preparePromptLoras } from "./addons.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15", { loraDir: "loras/" });
+ * const { text, loras } = await preparePromptLoras(pipe, "a castle <lora:ghibli:0.7>", {});
+ * console.log(text, loras.map((l) => l.name)); // "a castle " ["ghibli"]
+ * ```
  */
 export async function preparePromptLoras(
   pipe: Pipeline,

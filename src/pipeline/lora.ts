@@ -3,14 +3,18 @@
  * text encoder and the U-Net, as A1111's `<lora:name:te:unet>`), merged into the weights on the GPU
  * as W' = W + Σ weight·(alpha/rank)·up·down — conv layers through the `[out, in·k·k]` view, as
  * diffusers and A1111 do. Switching LoRAs or weights needs no reload: the first time a weight is
- * adapted its original values are kept on the host, and every change recomputes W' from them (one
- * GEMM per layer, all LoRAs of a layer in one product, one rounding), so weight 0 or removing a
- * LoRA gives back the base weights bit for bit. Merging is chosen over on-the-fly adapters because
- * a merge costs about one extra U-Net step once, while adapters cost every step (see
- * `bench/lora.ts` and `bench/RESULTS.md`).
+ * adapted its original bytes are kept on the host (as A1111 does), and every change recomputes W'
+ * from them (one GEMM per layer, all LoRAs of a layer in one product, one rounding), so weight 0 or
+ * removing a LoRA gives back the base weights bit for bit.
+ *
+ * Merging is chosen over on-the-fly adapters (two extra GEMMs per adapted layer in every U-Net
+ * call): at SD 1.5 size on llvmpipe a rank-32 LoRA's switch cost 50 s once, while on the fly it
+ * added 102 s to every 512² CFG call (45 GFLOP, 384 dispatches) — a switch pays for itself within
+ * half a U-Net call (`bench/lora.ts`).
  *
  * @module
  */
+import type { Runtime } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { linear } from "../ops/gemm.ts";
 import {
@@ -70,8 +74,8 @@ export interface LoraContribution {
 }
 
 interface LoraState {
-  /** Original values of every weight that is currently adapted, by `component:key`. */
-  backups: Map<string, Float32Array | Float16Array>;
+  /** Original bytes of every weight that is currently adapted, by `component:key`. */
+  backups: Map<string, Uint8Array>;
   /** What is merged into each adapted weight (a signature of its contributions). */
   merged: Map<string, string>;
   /** The LoRAs applied by `applyLoras` / `loadPipeline` (prompt tags come on top). */
@@ -221,8 +225,16 @@ export async function applyLoras(
 }
 
 /**
- * Merges the pinned LoRAs plus `extra` (from a prompt) and returns that set: what
+ * Merges the pipeline's LoRAs (`applyLoras`) plus `extra` (a prompt's) and returns that set: what
  * `encodePrompt` records in its result.
+ *
+ * @example
+ * ```ts
+ * import { activateLoras } from "./lora.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15");
+ * const set = await activateLoras(pipe, [{ lora: "loras/ink.safetensors", weight: 0.6 }]);
+ * ```
  */
 export async function activateLoras(
   pipe: Pipeline,
@@ -236,7 +248,16 @@ export async function activateLoras(
   return active;
 }
 
-/** The LoRAs merged into the pipeline now. */
+/**
+ * The LoRAs merged into the pipeline now.
+ *
+ * @example
+ * ```ts
+ * import { activeLoras, loadPipeline } from "@denoise/sd";
+ * const pipe = await loadPipeline("models/sd15", { loras: [{ lora: "loras/ink.safetensors" }] });
+ * console.log(activeLoras(pipe).map((l) => `${l.name}: ${l.unet}`)); // ["ink: 1"]
+ * ```
+ */
 export function activeLoras(pipe: Pipeline): readonly ActiveLora[] {
   return states.get(pipe)?.active ?? [];
 }
@@ -244,6 +265,16 @@ export function activeLoras(pipe: Pipeline): readonly ActiveLora[] {
 /**
  * Makes the merged set equal `active` (a no-op when it already is): `sampleLatents` calls it with
  * the set its prompt embeddings were made with.
+ *
+ * @example
+ * ```ts
+ * import { syncLoras } from "./lora.ts";
+ * import { encodePrompt } from "./encode.ts";
+ * import { loadPipeline } from "./load.ts";
+ * const pipe = await loadPipeline("models/sd15", { loraDir: "loras/" });
+ * const embeds = await encodePrompt(pipe, "a fox <lora:ink:1>");
+ * await syncLoras(pipe, embeds.loras ?? []);
+ * ```
  */
 export async function syncLoras(pipe: Pipeline, active: readonly ActiveLora[]): Promise<void> {
   if (active.length === 0 && !states.has(pipe)) return;
@@ -297,21 +328,23 @@ async function mergeSet(
 ): Promise<void> {
   const state = stateOf(pipe);
   const wanted = contributions(state, active, options);
-  const keys = new Set([...state.merged.keys(), ...wanted.keys()]);
-  let changed = 0;
-  for (const id of keys) {
-    const want = wanted.get(id);
-    if (state.merged.get(id) === want?.signature) continue;
-    changed++;
+  const weightOf = (id: string) => {
     const [component, key] = id.split(/:(.*)/s);
-    const weight = (component === "unet" ? pipe.unet : pipe.textEncoder).params.get(key)!;
-    let backup = state.backups.get(id);
-    if (backup === undefined) {
-      const values = await weight.read();
-      backup = weight.dtype === "f16" ? Float16Array.from(values) : values;
-      state.backups.set(id, backup);
-    }
-    const base = pipe.rt.upload(backup, weight.shape, { dtype: weight.dtype });
+    return (component === "unet" ? pipe.unet : pipe.textEncoder).params.get(key)!;
+  };
+  const changed = [...new Set([...state.merged.keys(), ...wanted.keys()])]
+    .filter((id) => state.merged.get(id) !== wanted.get(id)?.signature);
+  const fresh = changed.filter((id) => !state.backups.has(id));
+  const bytes = await readBytes(pipe.rt, fresh.map(weightOf));
+  fresh.forEach((id, i) => state.backups.set(id, bytes[i]));
+  for (const id of changed) {
+    const want = wanted.get(id);
+    const weight = weightOf(id);
+    const backup = state.backups.get(id)!;
+    const host = weight.dtype === "f16"
+      ? new Uint16Array(backup.buffer, backup.byteOffset, backup.byteLength / 2)
+      : new Float32Array(backup.buffer, backup.byteOffset, backup.byteLength / 4);
+    const base = pipe.rt.upload(host, weight.shape, { dtype: weight.dtype });
     if (want === undefined) {
       pipe.rt.copy(base, weight);
       state.merged.delete(id);
@@ -323,5 +356,48 @@ async function mergeSet(
     base.dispose();
   }
   state.active = [...active];
-  if (changed > 0) await pipe.rt.flush("LoRA merge");
+  if (changed.length > 0) await pipe.rt.flush("LoRA merge");
+}
+
+/** Bytes read back per staging buffer. */
+const READ_CHUNK = 64 << 20;
+
+/**
+ * The stored bytes of many tensors (f16 stays f16: no widening and narrowing per element), read
+ * back through a few large staging buffers after the recorded work is submitted.
+ */
+async function readBytes(rt: Runtime, tensors: Tensor[]): Promise<Uint8Array[]> {
+  if (tensors.length === 0) return [];
+  await rt.flush("LoRA backup");
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < tensors.length;) {
+    const group: Tensor[] = [];
+    let size = 0;
+    while (i < tensors.length && (group.length === 0 || size + tensors[i].byteSize <= READ_CHUNK)) {
+      size += Math.ceil(tensors[i].byteSize / 4) * 4;
+      group.push(tensors[i++]);
+    }
+    const staging = rt.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const encoder = rt.device.createCommandEncoder();
+    let at = 0;
+    for (const t of group) {
+      const n = Math.ceil(t.byteSize / 4) * 4;
+      encoder.copyBufferToBuffer(t.buffer, 0, staging, at, n);
+      at += n;
+    }
+    rt.device.queue.submit([encoder.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const mapped = new Uint8Array(staging.getMappedRange());
+    at = 0;
+    for (const t of group) {
+      out.push(mapped.slice(at, at + t.byteSize));
+      at += Math.ceil(t.byteSize / 4) * 4;
+    }
+    staging.unmap();
+    staging.destroy();
+  }
+  return out;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
-import { applyLoras, mergeLoraInto } from "../../src/pipeline/lora.ts";
+import { activeLoras, applyLoras, mergeLoraInto } from "../../src/pipeline/lora.ts";
 import { loraMergeRef } from "../../src/reference/lora.ts";
 import { loadLora } from "../../src/weights/lora.ts";
 import { openModelSource, readComponent } from "../../src/weights/source.ts";
@@ -31,20 +31,24 @@ function pipeFor(dtype: "f32" | "f16"): Promise<Pipeline> {
   return p;
 }
 
-let baseValues: Promise<Map<string, Float32Array>> | undefined;
-/** The tiny model's weights as float32, by `component:key`. */
-function base(): Promise<Map<string, Float32Array>> {
-  baseValues ??= (async () => {
-    const src = await openModelSource(SD15);
-    const out = new Map<string, Float32Array>();
-    for (const c of ["unet", "text_encoder"] as const) {
-      for (const [k, t] of await readComponent(src, c, { f32: true })) {
-        out.set(`${c}:${k}`, t.data as Float32Array);
+const baseValues = new Map<string, Promise<Map<string, Float32Array>>>();
+/** A tiny model's weights as float32, by `component:key`. */
+function base(dir = SD15): Promise<Map<string, Float32Array>> {
+  let values = baseValues.get(dir);
+  if (values === undefined) {
+    values = (async () => {
+      const src = await openModelSource(dir);
+      const out = new Map<string, Float32Array>();
+      for (const c of ["unet", "text_encoder"] as const) {
+        for (const [k, t] of await readComponent(src, c, { f32: true })) {
+          out.set(`${c}:${k}`, t.data as Float32Array);
+        }
       }
-    }
-    return out;
-  })();
-  return baseValues;
+      return out;
+    })();
+    baseValues.set(dir, values);
+  }
+  return values;
 }
 
 async function write(name: string, bytes: Uint8Array): Promise<string> {
@@ -63,8 +67,9 @@ async function checkMerged(
   pipe: Pipeline,
   loras: { modules: WrittenModule[]; multiplier: number }[],
   label: string,
+  dir = SD15,
 ) {
-  const baseMap = await base();
+  const baseMap = await base(dir);
   const byKey = new Map<string, { m: WrittenModule; multiplier: number }[]>();
   for (const { modules, multiplier } of loras) {
     for (const m of modules) {
@@ -238,8 +243,9 @@ Deno.test({
 });
 
 Deno.test({
-  name: "LoRA refusals: SD 2.x (by shape or metadata) and SDXL LoRAs on SD 1.x, other LyCORIS " +
-    "types, missing and wrong-shaped factors; unmatched keys are listed",
+  name: "LoRA families and refusals: SD 2.x (by shape or metadata) and SDXL LoRAs on SD 1.x, SD " +
+    "1.x on SD 2.x; an SD 2.x LoRA via loadPipeline({ loras }) on tiny-sd2; other LyCORIS types, " +
+    "missing and wrong-shaped factors; unmatched keys are listed",
   ...GPU_TEST,
   fn: async () => {
     const pipe = await pipeFor("f32");
@@ -329,6 +335,30 @@ Deno.test({
     }], { onUnmatched: (_, keys) => listed = keys });
     assert.deepEqual(listed, ["lora_unet_nowhere", "bundle_emb.style.string_to_param.*"]);
     await applyLoras(pipe, []);
+    // the other way round: an SD 2.x LoRA applies to SD 2.x, an SD 1.x one is refused there
+    const runtime = await testRuntime();
+    const dir2 = modelDir("tiny-sd2");
+    const v2peft = makeLora(sd2, { format: "peft", dtype: "F32", seed: 6 });
+    const pipe2 = await loadPipeline(dir2, {
+      dtype: "f32",
+      runtime,
+      loras: [{ lora: await write("sd2-peft", v2peft.bytes), weight: 0.9 }],
+    });
+    try {
+      assert.deepEqual(activeLoras(pipe2).map((l) => [l.name, l.te, l.unet]), [[
+        "sd2-peft",
+        0.9,
+        0.9,
+      ]]);
+      await checkMerged(pipe2, [{ modules: v2peft.modules, multiplier: 0.9 }], "sd2 on sd2", dir2);
+      const v1 = makeLora(shapes, { format: "kohya", dtype: "F16", seed: 4 });
+      await assert.rejects(
+        applyLoras(pipe2, [{ lora: await write("sd1", v1.bytes) }]),
+        /is a LoRA for SD 1\.x \(its proj_in\/proj_out are 1×1 convs \(SD 1\.x\).*the model is SD 2\.x/,
+      );
+    } finally {
+      pipe2.dispose();
+    }
   },
 });
 
