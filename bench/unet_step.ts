@@ -11,9 +11,13 @@
  * order, so dispatch i belongs to the innermost module whose span holds i. Nothing in `src/`
  * changes; the benchmark checks that every dispatch got exactly one timestamp entry.
  *
+ * The host side (`unet_host.ts`): the CPU cost of recording a call, per dispatch, and the
+ * dispatches and bind groups per call, for the current code or, with `--compare`, for a ladder of
+ * variants measured in turn in one process. `--steps 0` measures only the host side.
+ *
  * usage: deno run -A bench/unet_step.ts [--arch sd15|sd21|tiny] [--base 768|512]
  *   [--checkpoint PATH] [--res PX] [--batch 1|2] [--dtype f16|f32] [--steps N] [--warmup N]
- *   [--seed N] [--top N] [--json FILE] [--compare FILE]
+ *   [--seed N] [--top N] [--rounds N] [--json FILE] [--compare FILE.json|ladder|FEATURES]
  *
  * @module
  */
@@ -25,8 +29,10 @@ import type { Tensor } from "../src/gpu/tensor.ts";
 import { UNet2DConditionModel } from "../src/models/unet.ts";
 import { cloneConfigs, SD15, SD21, type UNet2DConditionConfig } from "../src/weights/configs.ts";
 import { closeModelSource, openModelSource, readComponent } from "../src/weights/source.ts";
+import { cpuClockSource, threadCpuMs } from "./cpu_time.ts";
 import { blockOf, type FlopSummary, paramShapes, partOf, unetFlops, unetLayers } from "./flops.ts";
 import { randomNormal, RandomWeights } from "./random_weights.ts";
+import { HOST_FEATURES, type HostVariant, hostVariants, measureHost } from "./unet_host.ts";
 import { compareReports, formatReport } from "./unet_step_report.ts";
 
 /** The architectures the benchmark can build with random weights. */
@@ -58,6 +64,22 @@ export interface UnetStepOptions {
   seed?: number;
   /** How many of the top kernels to keep (default 15). */
   top?: number;
+  /** Host-side variants to measure (`unet_host.ts`): `ladder` or features to switch off. */
+  compare?: string;
+  /** Rounds of host-side recordings per variant (default 10). */
+  rounds?: number;
+}
+
+/** Host-side counters of one timed step (a `forward` plus its submit), once warm. */
+export interface StepCounters {
+  /** Compute dispatches. */
+  dispatches: number;
+  /** Bind groups created. */
+  bindGroups: number;
+  /** Uniform bytes written. */
+  uniformBytes: number;
+  /** Queue submits. */
+  submits: number;
 }
 
 /** GPU time of one block, split by part. */
@@ -121,7 +143,20 @@ export interface UnetStepReport {
   /** FLOPs of one call at this shape. */
   flops: FlopSummary;
   /** Wall-clock step times (ms) and their statistics. */
-  step: { times: number[]; medianMs: number; p90Ms: number; minMs: number; recordMs: number };
+  step: {
+    times: number[];
+    medianMs: number;
+    p90Ms: number;
+    minMs: number;
+    /** Median thread CPU ms of `forward` (recording). */
+    recordMs: number;
+    /** Median thread CPU ms of the submit (`rt.flush()`, GPU idle before it). */
+    submitMs: number;
+  };
+  /** Counters of the last timed step; null with `--steps 0`. */
+  counters: StepCounters | null;
+  /** The host side: CPU cost of recording a call, per variant. */
+  host: { clock: string; rounds: number; variants: HostVariant[] };
   /** FLOPs over the median step time, in TFLOP/s. */
   tflops: number;
   /**
@@ -342,7 +377,11 @@ export async function benchUnetStep(
   if (batch !== 1 && batch !== 2) {
     throw new UsageError(`--batch must be 1 or 2 (2 = classifier-free guidance), got ${batch}`);
   }
-  const steps = whole("steps", options.steps, 1) ?? 10;
+  const steps = whole("steps", options.steps, 0) ?? 10;
+  const rounds = whole("rounds", options.rounds, 1) ?? 10;
+  const variants = options.compare
+    ? hostVariantsOrUsage(options.compare)
+    : [HOST_FEATURES.map((f) => f.name)];
   const warmup = whole("warmup", options.warmup, 0) ?? 2;
   const seed = whole("seed", options.seed, 0) ?? 0;
   const dtype = options.dtype ?? rt.preferredDType;
@@ -386,32 +425,44 @@ export async function benchUnetStep(
       { dtype },
     );
     const timestep = 500;
+    const forward = () => unet.forward(sample, { timestep, encoderHiddenStates: context });
+    const host = measureHost(rt, unet, { variants, rounds, record: forward });
     rt.pool.resetPeak();
     const times: number[] = [];
     const records: number[] = [];
-    for (let i = 0; i < warmup + steps; i++) {
+    const submits: number[] = [];
+    let counters: StepCounters | null = null;
+    for (let i = 0; i < (steps > 0 ? warmup + steps : 0); i++) {
+      const s0 = rt.stats();
       const a = performance.now();
-      const out = unet.forward(sample, { timestep, encoderHiddenStates: context });
-      const b = performance.now();
+      const c0 = threadCpuMs();
+      const out = forward();
+      const c1 = threadCpuMs();
+      await rt.flush();
+      const c2 = threadCpuMs();
       await rt.sync();
       const c = performance.now();
+      const s1 = rt.stats();
       out.dispose();
       if (i >= warmup) {
         times.push(c - a);
-        records.push(b - a);
+        records.push(c1 - c0);
+        submits.push(c2 - c1);
+        counters = {
+          dispatches: s1.dispatches - s0.dispatches,
+          bindGroups: s1.bindGroups - s0.bindGroups,
+          uniformBytes: s1.uniformBytes - s0.uniformBytes,
+          submits: s1.submits - s0.submits,
+        };
       }
     }
     const peakBytes = rt.pool.stats().peakBytes;
-    const profile = await profileStep(rt, unet, {
-      sample,
-      timestep,
-      context,
-      flops,
-      top: options.top ?? 15,
-    });
+    const profile = steps > 0
+      ? await profileStep(rt, unet, { sample, timestep, context, flops, top: options.top ?? 15 })
+      : { profile: null, output: await checkOutput(forward()) };
     const sorted = [...times].sort((x, y) => x - y);
-    const recordSorted = [...records].sort((x, y) => x - y);
-    const medianMs = percentile(sorted, 0.5);
+    const med = (v: number[]) => v.length ? percentile([...v].sort((x, y) => x - y), 0.5) : 0;
+    const medianMs = med(times);
     sample.dispose();
     context.dispose();
     return {
@@ -431,11 +482,14 @@ export async function benchUnetStep(
       step: {
         times,
         medianMs,
-        p90Ms: percentile(sorted, 0.9),
-        minMs: sorted[0],
-        recordMs: percentile(recordSorted, 0.5),
+        p90Ms: sorted.length ? percentile(sorted, 0.9) : 0,
+        minMs: sorted[0] ?? 0,
+        recordMs: med(records),
+        submitMs: med(submits),
       },
-      tflops: flops.total / (medianMs * 1e9),
+      counters,
+      host: { clock: cpuClockSource(), rounds, variants: host },
+      tflops: medianMs > 0 ? flops.total / (medianMs * 1e9) : 0,
       memory: { paramBytes, weightsBytes, peakBytes },
       profile: profile.profile,
       output: profile.output,
@@ -443,6 +497,26 @@ export async function benchUnetStep(
   } finally {
     unet.dispose();
     rt.trim();
+  }
+}
+
+/** Reads (and frees) a step's output: how many values are not finite, the largest magnitude. */
+async function checkOutput(out: Tensor): Promise<UnetStepReport["output"]> {
+  const values = await out.read();
+  out.dispose();
+  let nonFinite = 0, maxAbs = 0;
+  for (const v of values) {
+    if (!Number.isFinite(v)) nonFinite++;
+    else maxAbs = Math.max(maxAbs, Math.abs(v));
+  }
+  return { nonFinite, maxAbs };
+}
+
+function hostVariantsOrUsage(spec: string): string[][] {
+  try {
+    return hostVariants(spec);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
   }
 }
 
@@ -476,14 +550,7 @@ async function profileStep(
     rt.profiler = null;
   }
   const wallMs = performance.now() - t0;
-  const values = await out.read();
-  out.dispose();
-  let nonFinite = 0, maxAbs = 0;
-  for (const v of values) {
-    if (!Number.isFinite(v)) nonFinite++;
-    else maxAbs = Math.max(maxAbs, Math.abs(v));
-  }
-  const output = { nonFinite, maxAbs };
+  const output = await checkOutput(out);
   if (!timed) return { profile: null, output };
   const entries = profiler.entries;
   if (entries.length !== owners.length) {
@@ -527,12 +594,16 @@ usage: deno run -A bench/unet_step.ts [flags]
   --res PX           image size (the model's: 512, 768 or 128)
   --batch 1|2        2 = classifier-free guidance (2)
   --dtype f16|f32    compute dtype (f16 where the adapter has shader-f16)
-  --steps N          timed steps (10)
+  --steps N          timed steps (10); 0 measures the host side only
   --warmup N         untimed steps first (2)
+  --rounds N         host-side recordings per variant (10)
   --seed N           seed of the random weights and inputs (0)
   --top N            kernels listed (15)
   --json FILE        write the report as JSON
-  --compare FILE     print the change against an earlier --json report
+  --compare X        X.json: print the change against an earlier --json report;
+                     ladder: measure the host side of every variant (plain, then one more
+                     change each: ${HOST_FEATURES.map((f) => f.name).join(", ")}) in one run;
+                     a comma list of those names: measure them off against all on
 `;
 
 async function main(args: string[]): Promise<void> {
@@ -549,6 +620,7 @@ async function main(args: string[]): Promise<void> {
       warmup: { type: "string" },
       seed: { type: "string" },
       top: { type: "string" },
+      rounds: { type: "string" },
       json: { type: "string" },
       compare: { type: "string" },
       help: { type: "boolean", default: false },
@@ -564,9 +636,8 @@ async function main(args: string[]): Promise<void> {
     if (!Number.isFinite(n)) throw new UsageError(`--${name} ${JSON.stringify(v)} is not a number`);
     return n;
   };
-  const before = values.compare
-    ? JSON.parse(await Deno.readTextFile(values.compare)) as UnetStepReport
-    : undefined;
+  const file = values.compare?.endsWith(".json") ? values.compare : undefined;
+  const before = file ? JSON.parse(await Deno.readTextFile(file)) as UnetStepReport : undefined;
   const rt = await Runtime.create();
   const report = await benchUnetStep(rt, {
     arch: values.arch as Arch | undefined,
@@ -579,6 +650,8 @@ async function main(args: string[]): Promise<void> {
     warmup: num("warmup", values.warmup),
     seed: num("seed", values.seed),
     top: num("top", values.top),
+    rounds: num("rounds", values.rounds),
+    compare: file ? undefined : values.compare,
   });
   report.command = ["deno run -A bench/unet_step.ts", ...args].join(" ");
   console.log(formatReport(report));

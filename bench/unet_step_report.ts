@@ -43,16 +43,28 @@ export function formatReport(r: UnetStepReport): string {
     `weights: ${(r.memory.paramBytes / GB).toFixed(3)} GB of parameters in ` +
     `${(r.memory.weightsBytes / GB).toFixed(3)} GB of pool buffers, built in ` +
     `${r.loadSeconds.toFixed(1)} s`,
-    `step (${r.steps} timed after ${r.warmup} warm-up, wall clock with rt.sync()): median ` +
-    `${ms(r.step.medianMs)} ms · p90 ${ms(r.step.p90Ms)} ms · min ${ms(r.step.minMs)} ms · ` +
-    `recording (CPU) ${ms(r.step.recordMs)} ms`,
-    `effective: ${tf(r.tflops)} TFLOP/s`,
+    ...(r.steps > 0
+      ? [
+        `step (${r.steps} timed after ${r.warmup} warm-up, wall clock with rt.sync()): median ` +
+        `${ms(r.step.medianMs)} ms · p90 ${ms(r.step.p90Ms)} ms · min ${ms(r.step.minMs)} ms · ` +
+        `CPU: recording ${ms(r.step.recordMs)} ms, submit ${ms(r.step.submitMs)} ms`,
+        `effective: ${tf(r.tflops)} TFLOP/s`,
+      ]
+      : ["no timed steps (--steps 0): host side only"]),
+    ...(r.counters
+      ? [
+        `per step: ${r.counters.dispatches} dispatches · ${r.counters.bindGroups} bind groups ` +
+        `created · ${r.counters.uniformBytes} uniform bytes written · ${r.counters.submits} ` +
+        `submit${r.counters.submits === 1 ? "" : "s"}`,
+      ]
+      : []),
     `peak GPU memory (pool, weights included): ${(r.memory.peakBytes / GB).toFixed(3)} GB ` +
     `(activations ${((r.memory.peakBytes - r.memory.weightsBytes) / GB).toFixed(3)} GB)`,
     r.output.nonFinite > 0
       ? `WARNING: the output has ${r.output.nonFinite} non-finite values`
       : `output finite, max |x| ${r.output.maxAbs.toPrecision(3)}`,
   ];
+  lines.push("", formatHost(r));
   const p = r.profile;
   if (!p) {
     lines.push("(no timestamp-query on this adapter: per-block and per-kernel times need it)");
@@ -113,6 +125,37 @@ export function formatReport(r: UnetStepReport): string {
   return lines.join("\n");
 }
 
+/**
+ * The host-side table: per variant, dispatches and bind groups per call, the CPU time of
+ * recording it and per dispatch, and the change against the row above.
+ *
+ * @example
+ * ```ts
+ * import type { UnetStepReport } from "./unet_step.ts";
+ * import { formatHost } from "./unet_step_report.ts";
+ * declare const report: UnetStepReport;
+ * console.log(formatHost(report));
+ * ```
+ */
+export function formatHost(r: UnetStepReport): string {
+  const v = r.host.variants;
+  return [
+    `host side of one call (recording only, nothing submitted; ${r.host.clock}; median of ` +
+    `${r.host.rounds} rounds, variants in turn):`,
+    table(
+      ["variant", "dispatches", "bind groups", "record ms", "µs/dispatch", "vs previous"],
+      v.map((x, i) => [
+        x.name,
+        String(x.dispatches),
+        String(x.bindGroups),
+        ms(x.medianMs),
+        x.usPerDispatch.toFixed(1),
+        i === 0 ? "" : change(x.medianMs, v[i - 1].medianMs),
+      ]),
+    ),
+  ].join("\n");
+}
+
 /** Signed relative change, e.g. `-12.3%`. */
 function change(now: number, before: number): string {
   if (!Number.isFinite(before) || before === 0) return "n/a";
@@ -146,7 +189,17 @@ export function compareReports(now: UnetStepReport, before: UnetStepReport): str
   };
   add("step median ms", now.step.medianMs, before.step.medianMs);
   add("step p90 ms", now.step.p90Ms, before.step.p90Ms);
-  add("recording ms", now.step.recordMs, before.step.recordMs);
+  add("recording CPU ms", now.step.recordMs, before.step.recordMs);
+  add("submit CPU ms", now.step.submitMs, before.step.submitMs);
+  const host = (x: UnetStepReport) => x.host?.variants.at(-1);
+  add("host record ms", host(now)?.medianMs, host(before)?.medianMs);
+  add(
+    "host µs/dispatch",
+    host(now)?.usPerDispatch,
+    host(before)?.usPerDispatch,
+    (x) => x.toFixed(1),
+  );
+  add("dispatches", host(now)?.dispatches, host(before)?.dispatches, String);
   add("TFLOP/s", now.tflops, before.tflops, tf);
   add("peak GB", now.memory.peakBytes / GB, before.memory.peakBytes / GB, (v) => v.toFixed(3));
   if (now.profile && before.profile) {

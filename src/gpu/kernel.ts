@@ -160,6 +160,8 @@ export function formatCompileErrors(
  */
 export class PipelineCache {
   #map = new Map<string, CompiledKernel>();
+  /** The same pipelines by the key's parameters in their written order (no sort on a hit). */
+  #byOrder = new Map<string, CompiledKernel>();
 
   /** Creates an empty cache for `device`. */
   constructor(readonly device: GPUDevice) {}
@@ -171,9 +173,16 @@ export class PipelineCache {
 
   /** Returns the compiled pipeline for `key`, compiling it on first use. */
   get(key: PipelineKey): CompiledKernel {
+    let ordered = key.kernel + "{";
+    for (const k in key.params) ordered += k + "=" + key.params[k] + ",";
+    const fast = this.#byOrder.get(ordered);
+    if (fast) return fast;
     const label = keyString(key);
     const hit = this.#map.get(label);
-    if (hit) return hit;
+    if (hit) {
+      this.#byOrder.set(ordered, hit);
+      return hit;
+    }
     const source = renderKernel(key);
     this.device.pushErrorScope("validation");
     const module = this.device.createShaderModule({ code: source, label });
@@ -192,6 +201,7 @@ export class PipelineCache {
     })();
     const entry = { pipeline, source, label, check };
     this.#map.set(label, entry);
+    this.#byOrder.set(ordered, entry);
     return entry;
   }
 }

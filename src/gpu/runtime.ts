@@ -9,7 +9,17 @@ import { assertNotLost, type DType, getGpu, type Gpu, type GpuOptions } from "./
 import { KERNEL_SOURCES } from "../../kernels/mod.ts";
 import { type CompiledKernel, PipelineCache, type PipelineKey } from "./kernel.ts";
 import { BufferPool } from "./pool.ts";
+import { GpuPacer } from "./pacer.ts";
 import type { Profiler } from "./profiler.ts";
+import {
+  BindGroupCache,
+  DEFAULT_RECORDER,
+  padTo4,
+  type RecorderOptions,
+  type RecorderStats,
+  StagingArena,
+  UniformStore,
+} from "./recorder.ts";
 import { keepTensors, tensorScope, trackTensor } from "./scope.ts";
 import { dtypeBytes, numel, Tensor } from "./tensor.ts";
 
@@ -34,6 +44,8 @@ export interface Dispatch {
 export interface RuntimeOptions extends GpuOptions {
   /** Pre-created GPU context (otherwise the shared device, or `device`). */
   gpu?: Gpu;
+  /** Switch off recorder caches (to measure them; all are on by default). */
+  recorder?: Partial<RecorderOptions>;
 }
 
 /** Timestamp queries of one submit: the set, the dispatches' labels, the resolve buffer. */
@@ -43,7 +55,6 @@ interface QueryBatch {
   resolve?: GPUBuffer;
 }
 
-const UNIFORM_CHUNK = 65536;
 const QUERY_SET_SIZE = 4096;
 
 /** Splits a 1-D workgroup count over x and y so each stays within the per-dimension limit. */
@@ -72,28 +83,37 @@ export class Runtime {
   /** Attach a {@link Profiler} to time dispatches; `null` turns profiling off. */
   profiler: Profiler | null = null;
 
+  /** The recorder's switches (see {@link RecorderOptions}); may be changed between steps. */
+  readonly recorder: RecorderOptions;
+
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
+  #passPipeline: GPUComputePipeline | null = null;
   #pending: Promise<string | undefined>[] = [];
   #seen = new WeakSet<CompiledKernel>();
-  #uniformChunks: { buffer: GPUBuffer; data: Uint8Array<ArrayBuffer> }[] = [];
-  #uniformChunk = 0;
-  #uniformCursor = 0;
-  #uniformAlign: number;
+  #layouts = new WeakMap<CompiledKernel, { layout: GPUBindGroupLayout; id: number }>();
+  #uniforms: UniformStore;
+  #bindGroups = new BindGroupCache();
+  #staging: StagingArena;
+  #pacer = new GpuPacer();
   #queries: QueryBatch[] = [];
   #submittedQueries: QueryBatch[] = [];
   #submitErrors: Promise<string[]>[] = [];
-  #dispatches = 0;
+  #stats = { dispatches: 0, bindGroups: 0, stagedUploads: 0, submits: 0 };
+  #layoutIds = 0;
 
-  private constructor(readonly gpu: Gpu) {
+  private constructor(readonly gpu: Gpu, recorder: Partial<RecorderOptions> = {}) {
     this.pool = new BufferPool(gpu.device);
     this.cache = new PipelineCache(gpu.device);
-    this.#uniformAlign = Math.max(gpu.limits.minUniformBufferOffsetAlignment, 16);
+    this.recorder = { ...DEFAULT_RECORDER, ...recorder };
+    const align = Math.max(gpu.limits.minUniformBufferOffsetAlignment, 16);
+    this.#uniforms = new UniformStore(gpu.device, align);
+    this.#staging = new StagingArena(gpu.device);
   }
 
   /** Creates a runtime on the shared (or given) device. */
   static async create(options: RuntimeOptions = {}): Promise<Runtime> {
-    return new Runtime(options.gpu ?? await getGpu(options));
+    return new Runtime(options.gpu ?? await getGpu(options), options.recorder);
   }
 
   /** The device. */
@@ -108,7 +128,12 @@ export class Runtime {
 
   /** Dispatches recorded since creation. */
   get dispatchCount(): number {
-    return this.#dispatches;
+    return this.#stats.dispatches;
+  }
+
+  /** The recorder's counters since creation (diff two snapshots to count one step). */
+  stats(): RecorderStats {
+    return { ...this.#stats, uniformBytes: this.#uniforms.bytesWritten };
   }
 
   /** Checks that `dtype` is usable on this device. */
@@ -176,11 +201,24 @@ export class Runtime {
     }
     const host = convertHost(data, dtype, options.srcDType ?? "f16");
     const t = this.empty(shape, dtype, { exact: options.exact });
+    const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);
+    if (this.#encoder && this.recorder.stageUploads) {
+      // in stream order, after the commands recorded so far (which may still use this buffer)
+      const staged = this.#staging.stage(bytes);
+      this.#endPass();
+      this.#encoder.copyBufferToBuffer(
+        staged.buffer,
+        staged.offset,
+        t.buffer,
+        0,
+        padTo4(bytes).byteLength,
+      );
+      this.#stats.stagedUploads++;
+      return t;
+    }
     this.#endPass();
     if (this.#encoder) this.#submittedQueries.push(...this.#submitRecorded());
-    const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);
-    const padded = bytes.byteLength % 4 === 0 ? bytes : padTo4(bytes);
-    this.device.queue.writeBuffer(t.buffer, 0, padded);
+    this.device.queue.writeBuffer(t.buffer, 0, padTo4(bytes));
     return t;
   }
 
@@ -192,24 +230,19 @@ export class Runtime {
       this.#seen.add(kernel);
       this.#pending.push(kernel.check);
     }
-    const entries: GPUBindGroupEntry[] = [];
-    if (d.uniforms) entries.push({ binding: 0, resource: this.#uniform(d.uniforms) });
-    d.bindings.forEach((b, i) => {
-      const buffer = b instanceof Tensor ? b.buffer : b;
-      const size = b instanceof Tensor ? Math.ceil(b.byteSize / 4) * 4 : buffer.size;
-      entries.push({ binding: i + 1, resource: { buffer, size } });
-    });
-    const bindGroup = this.device.createBindGroup({
-      layout: kernel.pipeline.getBindGroupLayout(0),
-      entries,
-    });
-    const label = d.label ?? d.key.kernel;
-    const pass = this.#beginPass(label, d.key.kernel);
-    pass.setPipeline(kernel.pipeline);
+    const bindGroup = this.#bindGroup(kernel, d);
+    const profiled = this.profiler !== null && this.gpu.hasTimestamps;
+    const pass = profiled
+      ? this.#beginProfiledPass(d.label ?? d.key.kernel, d.key.kernel)
+      : this.#beginPass();
+    if (this.#passPipeline !== kernel.pipeline) {
+      pass.setPipeline(kernel.pipeline);
+      this.#passPipeline = kernel.pipeline;
+    }
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(d.grid[0], d.grid[1] ?? 1, d.grid[2] ?? 1);
-    this.#dispatches++;
-    if (this.profiler && this.gpu.hasTimestamps) this.#endPass();
+    this.#stats.dispatches++;
+    if (profiled) this.#endPass();
   }
 
   /**
@@ -239,10 +272,7 @@ export class Runtime {
     const checks = this.#pending.splice(0);
     const errors = (await Promise.all(checks)).filter((e): e is string => e !== undefined);
     if (errors.length > 0) {
-      this.#encoder = null;
-      this.#pass = null;
-      this.#queries = [];
-      this.#uniformChunk = this.#uniformCursor = 0;
+      this.discard();
       throw new Error(errors.join("\n"));
     }
     const queries = this.#submittedQueries.splice(0);
@@ -265,10 +295,50 @@ export class Runtime {
     if (queries.length > 0) await this.#readQueries(queries);
   }
 
+  /**
+   * Drops everything recorded since the last submit (nothing of it reaches the GPU): for a step
+   * abandoned after an abort. Tensors allocated meanwhile stay valid objects; free them as usual.
+   */
+  discard(): void {
+    this.#pass?.end();
+    this.#pass = null;
+    this.#passPipeline = null;
+    this.#encoder = null;
+    for (const q of this.#queries) q.set.destroy();
+    this.#queries = [];
+    this.#staging.reset();
+  }
+
+  /**
+   * Submits what is recorded, then waits until the GPU has finished it while letting the event
+   * loop run: it sleeps on a timer for the time earlier batches of the same `kind` took and blocks
+   * only for the rest (see `pacer.ts`; in Deno every GPU wait blocks the thread). `signal` ends
+   * the sleep early, leaving the GPU possibly still busy.
+   *
+   * @example
+   * ```ts
+   * import { Runtime } from "./runtime.ts";
+   * const rt = await Runtime.create();
+   * const x = rt.upload(new Float32Array(1024), [1024]);
+   * await rt.settle("upload");
+   * x.dispose();
+   * ```
+   */
+  async settle(kind: string, signal?: AbortSignal): Promise<void> {
+    await this.flush(kind);
+    await this.#pacer.settle(this.device, kind, signal);
+  }
+
+  /** What the last {@link Runtime.settle} did: milliseconds asleep and blocked, and the estimate. */
+  get pacing(): { sleptMs: number; blockedMs: number } {
+    return { sleptMs: this.#pacer.lastSleptMs, blockedMs: this.#pacer.lastBlockedMs };
+  }
+
   /** Submits and waits until the GPU has finished all work. */
   async sync(): Promise<void> {
     await this.flush();
     await this.#wait(this.device.queue.onSubmittedWorkDone());
+    this.#pacer.reset();
   }
 
   /** Copies a tensor to the CPU as float32 (submitting pending work first). */
@@ -283,6 +353,7 @@ export class Runtime {
     this.#encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
     await this.flush();
     await this.#wait(staging.mapAsync(GPUMapMode.READ));
+    this.#pacer.reset(); // the map waited for everything submitted
     const raw = staging.getMappedRange().slice(0);
     staging.unmap();
     staging.destroy();
@@ -293,62 +364,85 @@ export class Runtime {
   /** Frees pooled buffers; in-use tensors stay valid. */
   trim(): void {
     this.pool.trim();
+    this.#bindGroups.clear();
   }
 
-  #beginPass(label: string, kernel: string): GPUComputePassEncoder {
+  #beginPass(): GPUComputePassEncoder {
+    if (this.#pass) return this.#pass;
     this.#encoder ??= this.device.createCommandEncoder();
-    if (this.profiler && this.gpu.hasTimestamps) {
-      this.profiler.mode = "gpu";
-      let q = this.#queries.at(-1);
-      if (!q || q.labels.length * 2 >= QUERY_SET_SIZE) {
-        q = {
-          set: this.device.createQuerySet({ type: "timestamp", count: QUERY_SET_SIZE }),
-          labels: [],
-        };
-        this.#queries.push(q);
-      }
-      const i = q.labels.length;
-      q.labels.push({ label, kernel });
-      this.#pass = this.#encoder.beginComputePass({
-        timestampWrites: {
-          querySet: q.set,
-          beginningOfPassWriteIndex: 2 * i,
-          endOfPassWriteIndex: 2 * i + 1,
-        },
-      });
-      return this.#pass;
+    this.#pass = this.#encoder.beginComputePass();
+    this.#passPipeline = null;
+    return this.#pass;
+  }
+
+  /** A pass of its own for one dispatch, with timestamps around it. */
+  #beginProfiledPass(label: string, kernel: string): GPUComputePassEncoder {
+    this.#endPass();
+    this.#encoder ??= this.device.createCommandEncoder();
+    this.profiler!.mode = "gpu";
+    let q = this.#queries.at(-1);
+    if (!q || q.labels.length * 2 >= QUERY_SET_SIZE) {
+      q = {
+        set: this.device.createQuerySet({ type: "timestamp", count: QUERY_SET_SIZE }),
+        labels: [],
+      };
+      this.#queries.push(q);
     }
-    this.#pass ??= this.#encoder.beginComputePass();
+    const i = q.labels.length;
+    q.labels.push({ label, kernel });
+    this.#pass = this.#encoder.beginComputePass({
+      timestampWrites: {
+        querySet: q.set,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    this.#passPipeline = null;
     return this.#pass;
   }
 
   #endPass(): void {
     this.#pass?.end();
     this.#pass = null;
+    this.#passPipeline = null;
   }
 
-  #uniform(data: ArrayBufferView): GPUBufferBinding {
-    const size = Math.ceil(data.byteLength / 16) * 16;
-    if (size > UNIFORM_CHUNK) throw new Error(`denoise: uniform block of ${size} bytes is too big`);
-    if (this.#uniformCursor + size > UNIFORM_CHUNK) {
-      this.#uniformChunk++;
-      this.#uniformCursor = 0;
+  /** The bind group of a dispatch: from the cache, or created (and cached). */
+  #bindGroup(kernel: CompiledKernel, d: Dispatch): GPUBindGroup {
+    let layout = this.#layouts.get(kernel);
+    if (!layout) {
+      layout = { layout: kernel.pipeline.getBindGroupLayout(0), id: this.#layoutIds++ };
+      this.#layouts.set(kernel, layout);
     }
-    let chunk = this.#uniformChunks[this.#uniformChunk];
-    if (!chunk) {
-      chunk = {
-        buffer: this.device.createBuffer({
-          size: UNIFORM_CHUNK,
-          usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-        }),
-        data: new Uint8Array(UNIFORM_CHUNK),
-      };
-      this.#uniformChunks.push(chunk);
+    const slot = d.uniforms ? this.#uniforms.slot(d.uniforms, this.recorder.reuseUniforms) : null;
+    const cache = this.recorder.cacheBindGroups ? this.#bindGroups : null;
+    let key = "";
+    if (cache) {
+      key = `${layout.id}|${slot ? slot.id : -1}`;
+      for (const b of d.bindings) {
+        const buffer = b instanceof Tensor ? b.buffer : b;
+        key += `|${cache.bufferId(buffer)}:${b instanceof Tensor ? b.byteSize : buffer.size}`;
+      }
+      const hit = cache.get(key);
+      if (hit) return hit;
     }
-    const offset = this.#uniformCursor;
-    chunk.data.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
-    this.#uniformCursor = Math.ceil((offset + size) / this.#uniformAlign) * this.#uniformAlign;
-    return { buffer: chunk.buffer, offset, size };
+    const entries: GPUBindGroupEntry[] = [];
+    if (slot) {
+      entries.push({
+        binding: 0,
+        resource: { buffer: slot.buffer, offset: slot.offset, size: slot.size },
+      });
+    }
+    for (let i = 0; i < d.bindings.length; i++) {
+      const b = d.bindings[i];
+      const buffer = b instanceof Tensor ? b.buffer : b;
+      const size = b instanceof Tensor ? Math.ceil(b.byteSize / 4) * 4 : buffer.size;
+      entries.push({ binding: i + 1, resource: { buffer, size } });
+    }
+    const group = this.device.createBindGroup({ layout: layout.layout, entries });
+    this.#stats.bindGroups++;
+    cache?.set(key, group);
+    return group;
   }
 
   #submitRecorded(): QueryBatch[] {
@@ -366,15 +460,15 @@ export class Runtime {
       q.resolve = buf;
       resolved.push(q);
     }
-    for (let i = 0; i <= this.#uniformChunk && i < this.#uniformChunks.length; i++) {
-      const c = this.#uniformChunks[i];
-      const used = i < this.#uniformChunk ? UNIFORM_CHUNK : this.#uniformCursor;
-      if (used > 0) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, used);
-    }
-    this.#uniformChunk = this.#uniformCursor = 0;
+    this.#uniforms.upload(this.device.queue);
+    this.#staging.upload(this.device.queue);
     this.device.pushErrorScope("out-of-memory");
     this.device.pushErrorScope("validation");
     this.device.queue.submit([encoder.finish()]);
+    this.#stats.submits++;
+    this.#pacer.submitted();
+    this.#uniforms.submitted(this.recorder.reuseUniforms);
+    this.#staging.reset();
     const validation = this.device.popErrorScope();
     const memory = this.device.popErrorScope();
     this.#submitErrors.push(
@@ -416,12 +510,6 @@ export class Runtime {
     });
     return await Promise.race([p, lost]);
   }
-}
-
-function padTo4(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
-  out.set(bytes);
-  return out;
 }
 
 /** Converts host data to the storage type of `dtype` (bf16 and f16 bits are decoded). */
