@@ -112,6 +112,27 @@ Deno.test({
     const cmp = compareReports(r, slower);
     assert.match(cmp, /step median ms .* -50\.0%/);
     assert.match(cmp, /dtype differs: f32 → f16/);
+    assert.equal(r.host.variants.length, 1);
+    assert.ok(r.counters && r.counters.dispatches === r.host.variants[0].dispatches);
+    assert.equal(r.counters.submits, 1, "one submit per step");
+    assert.match(text, /host side of one call/);
+    // the host-side ladder: every variant records the same dispatches; the cache removes groups
+    const h = await benchUnetStep(rt, {
+      arch: "tiny",
+      res: 64,
+      steps: 0,
+      compare: "ladder",
+      rounds: 2,
+    });
+    assert.deepEqual(h.host.variants.map((v) => v.name), ["plain", "+uniforms", "+bindgroups"]);
+    const [plain, , cached] = h.host.variants;
+    assert.equal(plain.dispatches, r.counters.dispatches);
+    assert.equal(plain.bindGroups, plain.dispatches);
+    assert.ok(cached.bindGroups < plain.dispatches / 10, `${cached.bindGroups} groups per call`);
+    assert.ok(h.host.variants.every((v) => v.recordMs.length === 2 && v.medianMs > 0));
+    assert.equal(h.counters, null);
+    assert.equal(h.output.nonFinite, 0);
+    await assert.rejects(() => benchUnetStep(rt, { arch: "tiny", compare: "nope" }), /unknown/);
     await assert.rejects(() => benchUnetStep(rt, { arch: "tiny", res: 96 }), /multiple of 64/);
     await assert.rejects(() => benchUnetStep(rt, { arch: "tiny", batch: 3 }), /--batch/);
     await assert.rejects(

@@ -3,6 +3,10 @@
  * allocates nothing after its first step. Reuse is stream-ordered: a buffer released while recorded
  * commands still use it may be given to a later command of the same queue, which runs after them.
  *
+ * The pool is deterministic: of the free buffers of a size class it hands out the oldest, whatever
+ * order they were freed in, so a step that allocates and frees the same sizes as the step before
+ * gets the same buffers (which lets the recorder reuse its bind groups).
+ *
  * @module
  */
 
@@ -52,7 +56,10 @@ export function sizeClass(bytes: number): number {
  * ```
  */
 export class BufferPool {
+  /** Free buffers by size class, newest first (the oldest is popped). */
   #free = new Map<number, GPUBuffer[]>();
+  #age = new WeakMap<GPUBuffer, number>();
+  #created = 0;
   #exact = new WeakSet<GPUBuffer>();
   #inUse = 0;
   #peak = 0;
@@ -82,6 +89,7 @@ export class BufferPool {
         );
       }
       buf = this.device.createBuffer({ size, usage: USAGE, label: `pool-${size}` });
+      this.#age.set(buf, this.#created++);
       this.#total += size;
       if (options.exact) this.#exact.add(buf);
     }
@@ -103,7 +111,10 @@ export class BufferPool {
     this.#pooled += size;
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);
-    list.push(buf);
+    const age = this.#age.get(buf) ?? 0;
+    let i = list.length;
+    while (i > 0 && (this.#age.get(list[i - 1]) ?? 0) < age) i--;
+    list.splice(i, 0, buf);
   }
 
   /** Destroys every pooled (free) buffer, giving the memory back to the driver. */

@@ -310,26 +310,27 @@ export class Runtime {
   }
 
   /**
-   * Submits what is recorded, then waits until the GPU has finished it while letting the event
-   * loop run: it sleeps on a timer for the time earlier batches of the same `kind` took and blocks
-   * only for the rest (see `pacer.ts`; in Deno every GPU wait blocks the thread). `signal` ends
-   * the sleep early, leaving the GPU possibly still busy.
+   * Waits until the GPU has finished the work submitted so far, letting the event loop run: it
+   * sleeps on a timer for as long as earlier batches of the same `kind` took and blocks only for
+   * the rest (see `pacer.ts`: in Deno every GPU wait blocks the thread). Work recorded but not yet
+   * submitted stays recorded, so a step can be recorded while the GPU runs the previous one and
+   * submitted after this. `signal` ends the sleep early, leaving the GPU possibly still busy.
    *
    * @example
    * ```ts
    * import { Runtime } from "./runtime.ts";
    * const rt = await Runtime.create();
    * const x = rt.upload(new Float32Array(1024), [1024]);
-   * await rt.settle("upload");
+   * await rt.flush();
+   * await rt.idle("upload");
    * x.dispose();
    * ```
    */
-  async settle(kind: string, signal?: AbortSignal): Promise<void> {
-    await this.flush(kind);
+  async idle(kind: string, signal?: AbortSignal): Promise<void> {
     await this.#pacer.settle(this.device, kind, signal);
   }
 
-  /** What the last {@link Runtime.settle} did: milliseconds asleep and blocked, and the estimate. */
+  /** What the last {@link Runtime.idle} did: milliseconds asleep and blocked. */
   get pacing(): { sleptMs: number; blockedMs: number } {
     return { sleptMs: this.#pacer.lastSleptMs, blockedMs: this.#pacer.lastBlockedMs };
   }

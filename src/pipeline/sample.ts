@@ -3,6 +3,11 @@
  * of linear combinations; the U-Net call, classifier-free guidance and the latent update run on the
  * GPU. Yields after every step so callers can time, preview or stop.
  *
+ * Host and GPU overlap: step i+1 is recorded while the GPU runs step i and submitted when the GPU
+ * is (predicted to be) done with it; the wait sleeps on a timer (`Runtime.idle`), so the event
+ * loop runs during every step after the first — timers fire, and an abort stops the loop before
+ * the next U-Net call reaches the GPU. Nothing here reads GPU data back.
+ *
  * @module
  */
 import type { Runtime } from "../gpu/runtime.ts";
@@ -71,6 +76,7 @@ export interface SampleStep {
    * The latents after this step, f32 `[1, C, h, w]`. Valid until the loop takes its next step; the
    * last latents yielded (after the final step, a `break`, an abort or an error) stay valid and
    * belong to the caller: free them with `dispose()` or `using` (inside `rt.scope`, the scope does).
+   * The step is yielded once it is queued on the GPU: reading the latents waits for it.
    */
   latents: Tensor;
 }
@@ -168,6 +174,7 @@ export async function* sampleLatents(
   let latents: Tensor | undefined;
   let context: Tensor | undefined;
   let yielded: Tensor | undefined;
+  const kind = `unet step [${cfg ? 2 : 1},${shape.slice(1)}]`;
   try {
     // 1. initial latents: noise · init sigma (or the caller's latents as they are)
     latents = rt.keep(
@@ -214,9 +221,17 @@ export async function* sampleLatents(
           state.delete("sample");
         }
       }));
+      // 6. hand the step to the GPU once it has (probably) finished the previous one, which ran
+      //    while this one was recorded; the wait sleeps on a timer, so timers and an abort run
+      if (i > 0) await rt.idle(kind, options.signal);
+      if (options.signal?.aborted) {
+        rt.discard(); // this step's U-Net call never reaches the GPU
+        next.dispose();
+        return; // `latents` is still the step yielded last
+      }
       latents = next;
-      sample.dispose(); // the latents yielded last are valid until the next step
       await rt.flush(`step ${i}`);
+      sample.dispose(); // the latents yielded last are valid until the next step
       yielded = latents;
       yield { index: i, total: scheduler.timesteps.length, timestep: t, latents };
     }

@@ -102,6 +102,15 @@ Deno.test({
     assert.equal(b.buffer, buf, "same size class → same buffer");
     assert.ok(rt.pool.stats().peakBytes >= rt.pool.stats().inUseBytes);
     b.dispose();
+    // of the free buffers of a size class the oldest goes out first, whatever the freeing order
+    const [c, d, e] = [rt.empty([1000]), rt.empty([1000]), rt.empty([1000])];
+    const order = [c.buffer, d.buffer, e.buffer];
+    e.dispose();
+    c.dispose();
+    d.dispose();
+    const again = [rt.empty([1000]), rt.empty([1000]), rt.empty([1000])];
+    assert.deepEqual(again.map((t) => t.buffer), order);
+    for (const t of again) t.dispose();
     rt.trim();
     assert.equal(rt.pool.stats().pooledBytes, 0);
   },
@@ -196,7 +205,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "profiler: dispatches submitted early by an upload are still timed",
+  name: "profiler: dispatches recorded around an upload are all timed",
   ...GPU_TEST,
   fn: async () => {
     const rt = await testRuntime();
@@ -206,7 +215,7 @@ Deno.test({
     try {
       const x = rt.upload(new Float32Array(64).fill(1), [64]);
       unary(x, "silu");
-      const y = rt.upload(new Float32Array(64).fill(2), [64]); // submits the silu early
+      const y = rt.upload(new Float32Array(64).fill(2), [64]); // staged between the dispatches
       unary(y, "relu");
       await rt.flush();
     } finally {
