@@ -110,6 +110,12 @@ export {
   type LoraModule,
 } from "./src/weights/lora.ts";
 export { loadEmbedding, type TextualInversion } from "./src/weights/textual_inversion.ts";
+export {
+  binaryMask,
+  imageToChw,
+  maskToLatent,
+  strengthSchedule,
+} from "./src/pipeline/condition.ts";
 export * from "./src/pipeline/prompt_parse.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {
@@ -127,6 +133,7 @@ export {
 } from "./src/schedulers/mod.ts";
 export { runPlanCpu, sampleCpu } from "./src/schedulers/cpu.ts";
 export * from "./src/io/png.ts";
+export { resizeImage, type ResizeOptions } from "./src/io/resize.ts";
 export {
   closeModelSource,
   type ModelSource,

@@ -83,8 +83,8 @@ export async function preflight(
       const lo = Math.max(factor, v - (v % factor));
       const hint = lo === v - (v % factor) ? `${lo} or ${lo + factor}` : `${lo}`;
       throw new UsageError(
-        `${spelled[key]} ${v} is not a multiple of ${factor} (this model's sizes are: its VAE ` +
-          `scales by ${latent}, its U-Net halves ${Math.log2(factor / latent)} times); try ${hint}`,
+        `${spelled[key]} ${v} is not a multiple of ${factor} (this model's VAE scales by ` +
+          `${latent}); try ${hint}`,
       );
     }
   }

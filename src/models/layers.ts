@@ -88,11 +88,16 @@ export class Conv2d {
 
   /**
    * The convolution of `x` `[B, C, H, W]` (channel-concatenated with `skip` when given, nearest-
-   * upsampled 2× first when `upsample`), then `act(conv + bias + residual)`.
+   * upsampled 2× — or to `[H', W']` — first when `upsample`), then `act(conv + bias + residual)`.
    */
   forward(
     x: Tensor,
-    options: { skip?: Tensor; upsample?: boolean; activation?: Activation; residual?: Tensor } = {},
+    options: {
+      skip?: Tensor;
+      upsample?: boolean | readonly [number, number];
+      activation?: Activation;
+      residual?: Tensor;
+    } = {},
   ): Tensor {
     return conv2d(x, this.weight, {
       bias: this.bias,

@@ -261,7 +261,11 @@ export class UNet2DConditionModel {
     return new UNet2DConditionModel(rt, options.tensors, options.config, dtype);
   }
 
-  /** The latent height and width must be multiples of this (one halving per down level). */
+  /**
+   * How often the down path halves the latents (2^(levels − 1)). Any latent size works: a side
+   * that is not a multiple is rounded up at each halving and the up path cuts back to the skip's
+   * size, as diffusers' `forward_upsample_size`.
+   */
   get sizeMultiple(): number {
     return 2 ** (this.down_blocks.length - 1);
   }
@@ -363,13 +367,8 @@ export class UNet2DConditionModel {
         `denoise: unet sample must be [B, ${c.in_channels}, h, w], got [${sample.shape}]`,
       );
     }
-    const m = this.sizeMultiple;
-    if (h % m !== 0 || w % m !== 0) {
-      throw new Error(
-        `denoise: unet latent size ${h}×${w} is not divisible by ${m} (the U-Net halves it ` +
-          `${this.down_blocks.length - 1} times): use an image size whose latent is a multiple ` +
-          `of ${m}, e.g. a multiple of ${8 * m} pixels with the usual 8× VAE`,
-      );
+    if (h < 1 || w < 1) {
+      throw new Error(`denoise: unet latent size ${h}×${w} is empty`);
     }
     if (text.shape.length !== 3 || text.shape[0] !== b || text.shape[2] !== c.cross_attention_dim) {
       throw new Error(

@@ -524,7 +524,13 @@ export class UpBlock {
           (t: Tensor) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
         ];
       }),
-      (t) => up?.forward(t, { upsample: true }) ?? t, // [B, C, 2H, 2W]
+      (t) => {
+        if (!up) return t;
+        // diffusers' forward_upsample_size: to the next skip's size (2H or 2H − 1, …)
+        const next = skips[skips.length - 1];
+        const size = next ? [next.shape[2], next.shape[3]] as const : true;
+        return up.forward(t, { upsample: size }); // [B, C, ≈2H, ≈2W]
+      },
     );
   }
 }

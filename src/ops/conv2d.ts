@@ -80,8 +80,12 @@ export interface Conv2dOptions {
   padding?: number;
   /** A second input `[B, Cskip, H, W]` concatenated after `x` along channels. */
   skip?: Tensor;
-  /** Convolve the nearest-neighbour 2× upsample of the input (of `x` and `skip`). */
-  upsample?: boolean;
+  /**
+   * Convolve the nearest-neighbour 2× upsample of the input (of `x` and `skip`); `[H', W']`
+   * upsamples to that size instead, each axis 2× or 2× − 1 (the U-Net's `forward_upsample_size`
+   * for sizes that are not multiples of 2^levels: the 2× upsample with its last row or column cut).
+   */
+  upsample?: boolean | readonly [number, number];
   /** Feed `c·tanh(input / c)` instead of the input (TAESD's `Clamp`, c = 3). */
   softClamp?: number;
   /** Activation applied last: `act(conv + bias + residual)` (default "none"). */
@@ -237,11 +241,11 @@ export function conv2dShape(x: Tensor, weight: Tensor, options: Conv2dOptions = 
     fail(`stride must be a positive integer, got ${stride}`);
   }
   if (!Number.isInteger(pad) || pad < 0) fail(`padding must be a non-negative integer, got ${pad}`);
-  const up = options.upsample ? 2 : 1;
-  const ho = outDim(hs * up, kh, stride, pad);
-  const wo = outDim(ws * up, kw, stride, pad);
+  const [hu, wu] = upsampledSize(hs, ws, options.upsample);
+  const ho = outDim(hu, kh, stride, pad);
+  const wo = outDim(wu, kw, stride, pad);
   if (ho < 1 || wo < 1) {
-    fail(`a ${kh}×${kw} kernel with padding ${pad} does not fit the ${hs * up}×${ws * up} input`);
+    fail(`a ${kh}×${kw} kernel with padding ${pad} does not fit the ${hu}×${wu} input`);
   }
   const shape = [b, cout, ho, wo];
   for (const t of [weight, skip, options.bias, options.residual, options.out]) {
@@ -309,7 +313,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   const rt = x.rt;
   const [, cx, hs, ws] = x.shape;
   const [, cin, kh, kw] = weight.shape;
-  const up = options.upsample ? 2 : 1;
+  const [hu, wu] = upsampledSize(hs, ws, options.upsample);
   const out = options.out ?? rt.empty([b, cout, ho, wo], x.dtype);
   const m = cout, n = b * ho * wo, k = cin * kh * kw;
   const base: Conv2dParams = {
@@ -332,7 +336,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     wg: 0,
   };
   const u = new Uint32Array(24);
-  u.set([b, cx, cin - cx, cout, hs, ws, hs * up, ws * up, ho, wo]);
+  u.set([b, cx, cin - cx, cout, hs, ws, hu, wu, ho, wo]);
   u.set([options.stride ?? 1, options.padding ?? Math.floor(kh / 2), k, n, ho * wo, out.size], 10);
   new Float32Array(u.buffer)[20] = options.softClamp ?? 1;
   const inputs = [x, ...(options.skip ? [options.skip] : []), weight];
@@ -409,4 +413,24 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   });
   part.dispose();
   return out;
+}
+
+/**
+ * The size of the (virtually) upsampled input: itself, 2×, or a given size of 2× or 2× − 1 per
+ * axis — nearest upsampling to a size, `floor(i·in/out)`, equals the 2× upsample's `floor(i/2)`
+ * exactly there, so the kernel reads it the same way and zero-pads past the cut edge.
+ */
+function upsampledSize(
+  hs: number,
+  ws: number,
+  up: boolean | readonly [number, number] | undefined,
+): [number, number] {
+  if (!up) return [hs, ws];
+  if (up === true) return [2 * hs, 2 * ws];
+  const [h, w] = up;
+  const ok = (t: number, s: number) => Number.isInteger(t) && (t === 2 * s || t === 2 * s - 1);
+  if (!ok(h, hs) || !ok(w, ws)) {
+    fail(`upsample to ${h}×${w} from ${hs}×${ws}: each side must be 2× or 2× − 1 the input's`);
+  }
+  return [h, w];
 }

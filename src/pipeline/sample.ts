@@ -13,8 +13,9 @@
 import type { Runtime } from "../gpu/runtime.ts";
 import { bindScope, chain, trackTensor } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
-import { lincomb, unary } from "../ops/elementwise.ts";
-import { batchConcat, batchSlice } from "../ops/layout.ts";
+import type { RgbaImage } from "../io/png.ts";
+import { binary, lincomb, unary } from "../ops/elementwise.ts";
+import { batchConcat, batchSlice, concatChannels } from "../ops/layout.ts";
 import { type Rng, torchRandn } from "../rng/torch_randn.ts";
 import {
   createScheduler,
@@ -23,6 +24,7 @@ import {
   type StepPlan,
 } from "../schedulers/mod.ts";
 import type { UNetForwardOptions } from "../models/unet.ts";
+import { type Conditioning, prepareConditioning, strengthSchedule } from "./condition.ts";
 import type { PromptEmbeds } from "./encode.ts";
 import { latentFactor, type Pipeline } from "./load.ts";
 import { syncLoras } from "./lora.ts";
@@ -56,6 +58,18 @@ export interface SampleOptions {
   /** Start from these latents `[1, 4, h, w]` instead of drawing them (not scaled by init sigma). */
   latents?: Float32Array;
   /**
+   * img2img / inpainting: the init image, RGBA as `decodePng` returns it, of the run's size (the
+   * default size becomes the image's). Needs the VAE encoder (`loadPipeline(…, { vaeEncoder: true })`).
+   */
+  image?: RgbaImage;
+  /** Inpainting: the mask, same size as `image`; white (≥ 50 % grey) is repainted. */
+  mask?: RgbaImage;
+  /**
+   * How much of the schedule to rerun from the image, (0, 1]: `int(steps·strength)` steps run
+   * (default 0.8 for img2img, 1 for inpainting, as diffusers).
+   */
+  strength?: number;
+  /**
    * Stops the loop cleanly (the generator returns) and frees its buffers; the latents yielded last
    * stay valid.
    */
@@ -66,7 +80,7 @@ export interface SampleOptions {
 
 /** What the sampler yields after each step. */
 export interface SampleStep {
-  /** Step index, from 0. */
+  /** The U-Net call, from 0 (two-call samplers make two per step; img2img starts late). */
   index: number;
   /** How many U-Net calls the run makes in all. */
   total: number;
@@ -82,18 +96,19 @@ export interface SampleStep {
 }
 
 /**
- * The pixel sizes a pipeline accepts are multiples of this: the VAE's latent factor times
- * 2^(U-Net levels − 1).
+ * The pixel sizes a pipeline accepts are multiples of this: the VAE's latent factor (8 for SD, as
+ * diffusers). The U-Net takes any latent size: its down path rounds odd sides up and its up path
+ * cuts back to the skips' sizes (diffusers' `forward_upsample_size`), so 136×72 or 768×432 work.
  *
  * @example
  * ```ts
  * import { loadPipeline, sizeFactor } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
- * console.log(sizeFactor(pipe)); // 64
+ * console.log(sizeFactor(pipe)); // 8
  * ```
  */
 export function sizeFactor(pipe: Pick<Pipeline, "configs">): number {
-  return latentFactor(pipe) * 2 ** (pipe.configs.unet.block_out_channels.length - 1);
+  return latentFactor(pipe);
 }
 
 /**
@@ -133,7 +148,11 @@ export function schedulerFor(
 }
 
 /**
- * Runs the denoising loop, yielding `{ index, timestep, latents }` after every step.
+ * Runs the denoising loop, yielding `{ index, timestep, latents }` after every U-Net call. With
+ * `image` it is img2img (the image encoded, noised to the begin index `strength` gives, the rest
+ * of the schedule run), with `image` and `mask` inpainting (a 9-channel inpainting U-Net gets the
+ * mask and the masked image's latents; a regular one has the kept region blended back after every
+ * call), all as diffusers' pipelines with their generator order.
  *
  * @example
  * ```ts
@@ -160,13 +179,20 @@ export async function* sampleLatents(
   const cfg = guidance > 1;
   const scheduler = schedulerFor(pipe, options);
   const rng = options.rng ?? torchRandn(options.seed ?? Math.floor(Math.random() * 2 ** 32));
-  if (embeds.loras !== undefined) await syncLoras(pipe, embeds.loras); // the prompt's LoRA set
   const f = latentFactor(pipe);
   const shape = [1, pipe.configs.vae.latent_channels, height / f, width / f];
   const n = shape.reduce((a, b) => a * b, 1);
   if (options.latents && options.latents.length !== n) {
     throw new Error(`latents have ${options.latents.length} values; [${shape}] needs ${n}`);
   }
+  checkConditioning(pipe, options, { scheduler, shape });
+  if (options.image && !pipe.vae.encoder) {
+    throw new Error(
+      "img2img and inpainting encode the image with the VAE encoder: load the pipeline with " +
+        "{ vaeEncoder: true }",
+    );
+  }
+  if (embeds.loras !== undefined) await syncLoras(pipe, embeds.loras); // the prompt's LoRA set
   const unet = bindHooks(options.unet);
   // The loop's own tensors are kept out of the caller's scopes and freed here; the last latents
   // it yields are handed to the caller (and to the caller's scope, if any) when the loop ends.
@@ -175,29 +201,43 @@ export async function* sampleLatents(
   let context: Tensor | undefined;
   let yielded: Tensor | undefined;
   const kind = `unet step [${cfg ? 2 : 1},${shape.slice(1)}]`;
+  let cond: Conditioning | undefined;
   try {
-    // 1. initial latents: noise · init sigma (or the caller's latents as they are)
-    latents = rt.keep(
-      options.latents
-        ? rt.upload(options.latents, shape)
-        : rt.scope(() => lincomb([rt.upload(rng.randn(shape), shape)], [scheduler.initNoiseSigma])),
-    ); // [1, C, h, w]
+    // 1. start latents: noise · init sigma, the caller's, or the image's (img2img, inpainting)
+    if (options.image) {
+      cond = rt.keep(prepareConditioning(pipe, scheduler, {
+        image: options.image,
+        mask: options.mask,
+        strength: defaultStrength(options),
+        steps: options.steps ?? 20,
+        rng,
+        shape,
+      }));
+      latents = cond.latents;
+    } else {
+      latents = rt.keep(
+        options.latents
+          ? rt.upload(options.latents, shape)
+          : rt.scope(() =>
+            lincomb([rt.upload(rng.randn(shape), shape)], [scheduler.initNoiseSigma])
+          ),
+      ); // [1, C, h, w]
+    }
     // 2. the text context: [2, L, D] (uncond, cond) with guidance, else [1, L, D]
     context = rt.keep(
       cfg
         ? batchConcat([embeds.uncond, embeds.cond])
         : batchSlice(embeds.cond, { start: 0, count: 1 }),
     );
-    for (let i = 0; i < scheduler.timesteps.length; i++) {
+    const calls = scheduler.timesteps.length, begin = scheduler.beginIndex;
+    for (let i = begin; i < calls; i++) {
       if (options.signal?.aborted) return;
       const t = scheduler.timesteps[i];
       const sample: Tensor = latents;
       const next = rt.keep(rt.scope(() => {
         const guided = chain(
-          // 3. model input: latents · scale, cast to the model dtype, doubled for guidance
-          () =>
-            lincomb([sample], [scheduler.scaleModelInput(i)], { out: rt.empty(shape, pipe.dtype) }),
-          (x) => cfg ? batchConcat([x, x]) : x, // [B, C, h, w]
+          // 3. model input: latents · scale in the model dtype (+ mask and masked latents), doubled
+          () => modelInput(pipe, sample, { scale: scheduler.scaleModelInput(i), cond, cfg }),
           // 4. U-Net and guidance: u + g·(c − u), in f32
           (x) => pipe.unet.forward(x, { ...unet, timestep: t, encoderHiddenStates: context! }), // [B, C, h, w]
           (x) =>
@@ -214,16 +254,19 @@ export async function* sampleLatents(
         // 5. scheduler update on the GPU
         state.set("sample", sample);
         state.set("model_output", guided);
+        let updated: Tensor;
         try {
-          return runPlanGpu(rt, scheduler.step(i), state, rng, shape);
+          updated = runPlanGpu(rt, scheduler.step(i), state, rng, shape);
         } finally {
           state.delete("model_output");
           state.delete("sample");
         }
+        //    inpainting with a regular U-Net: the kept region back at the next call's noise level
+        return cond?.blendMask ? blendKnown(updated, cond, scheduler.noiseCoefs(i + 1)) : updated;
       }));
       // 6. hand the step to the GPU once it has (probably) finished the previous one, which ran
       //    while this one was recorded; the wait sleeps on a timer, so timers and an abort run
-      if (i > 0) await rt.idle(kind, options.signal);
+      if (i > begin) await rt.idle(kind, options.signal);
       if (options.signal?.aborted) {
         rt.discard(); // this step's U-Net call never reaches the GPU
         next.dispose();
@@ -233,14 +276,92 @@ export async function* sampleLatents(
       await rt.flush(`step ${i}`);
       sample.dispose(); // the latents yielded last are valid until the next step
       yielded = latents;
-      yield { index: i, total: scheduler.timesteps.length, timestep: t, latents };
+      yield { index: i - begin, total: calls - begin, timestep: t, latents };
     }
   } finally {
     for (const t of state.values()) t.dispose();
     context?.dispose();
+    cond?.dispose();
     if (latents && latents === yielded) trackTensor(latents); // the caller's now
     else latents?.dispose();
   }
+}
+
+/** diffusers' default strengths: 0.8 for img2img, 1 for inpainting. */
+function defaultStrength(options: SampleOptions): number {
+  return options.strength ?? (options.mask ? 1 : 0.8);
+}
+
+/**
+ * The image options against each other and the model: mask and strength need an image; image
+ * and mask are RGBA of the run's size; a 9-channel U-Net needs a mask; the strength leaves at
+ * least one step.
+ */
+function checkConditioning(
+  pipe: Pick<Pipeline, "configs">,
+  options: SampleOptions,
+  run: { scheduler: Scheduler; shape: number[] },
+): void {
+  const unetIn = pipe.configs.unet.in_channels;
+  const latentIn = pipe.configs.vae.latent_channels;
+  if (options.mask && !options.image) {
+    throw new Error("mask needs image: pass the init image too ({ image, mask })");
+  }
+  if (options.strength !== undefined && !options.image) {
+    throw new Error("strength applies to img2img and inpainting: pass { image } too");
+  }
+  if (unetIn !== latentIn && !options.mask) {
+    throw new Error(
+      `this U-Net takes ${unetIn} input channels (an inpainting model): pass { image, mask }`,
+    );
+  }
+  if (!options.image) return;
+  if (options.latents) throw new Error("pass either latents or image, not both");
+  const f = latentFactor(pipe);
+  const [h, w] = [run.shape[2] * f, run.shape[3] * f];
+  for (const [name, img] of [["image", options.image], ["mask", options.mask]] as const) {
+    if (!img) continue;
+    if (!img.data || img.data.length !== img.width * img.height * 4) {
+      throw new TypeError(`${name} must be an RGBA image as decodePng returns it`);
+    }
+    if (img.width !== w || img.height !== h) {
+      throw new Error(
+        `${name} is ${img.width}×${img.height} but the run is ${w}×${h}: resize it first ` +
+          `(resizeImage, gen.ts --resize) or pass width/height of the image`,
+      );
+    }
+  }
+  strengthSchedule(options.steps ?? 20, defaultStrength(options), run.scheduler.order);
+}
+
+/** `latents·scale` in the U-Net dtype, with the 9-channel extras (a scope frees the parts). */
+function modelInput(
+  pipe: Pipeline,
+  latents: Tensor,
+  o: { scale: number; cond?: Conditioning; cfg: boolean },
+): Tensor {
+  const rt = pipe.rt;
+  return rt.scope(() => {
+    const scaled = lincomb([latents], [o.scale], { out: rt.empty(latents.shape, pipe.dtype) });
+    const x = o.cond?.unetExtra ? concatChannels(scaled, o.cond.unetExtra) : scaled; // [1, C, h, w]
+    return o.cfg ? batchConcat([x, x]) : x; // [B, C, h, w]
+  });
+}
+
+/**
+ * diffusers' 4-channel inpainting blend: `(1 − m)·known + m·latents` with `known` the image
+ * latents noised to the next call (`a·image + b·noise`), computed as `known + m·(latents − known)`.
+ */
+function blendKnown(latents: Tensor, cond: Conditioning, [a, b]: [number, number]): Tensor {
+  const rt = latents.rt;
+  return rt.scope(() => {
+    const known = lincomb([cond.imageLatents!, cond.noise!], [a, b], {
+      out: rt.empty(latents.shape),
+    });
+    const diff = lincomb([latents, known], [1, -1], { out: rt.empty(latents.shape) });
+    const kept = binary(diff, cond.blendMask!, { op: "mul" }); // m·(latents − known)
+    return lincomb([known, kept], [1, 1], { out: rt.empty(latents.shape) });
+  });
 }
 
 /** The U-Net hooks of `options.unet`, bound to the caller's scope (they run inside the loop's). */
@@ -282,28 +403,26 @@ export function checkSampleOptions(
   const size = checkSize(pipe, options);
   const guidance = options.guidance ?? 7.5;
   if (!Number.isFinite(guidance)) throw new Error(`guidance must be a number, got ${guidance}`);
-  schedulerFor(pipe, options);
+  const scheduler = schedulerFor(pipe, options);
+  const f = latentFactor(pipe);
+  const shape = [1, pipe.configs.vae.latent_channels, size.height / f, size.width / f];
+  checkConditioning(pipe, options, { scheduler, shape });
   return size;
 }
 
 function checkSize(pipe: SampleTarget, options: SampleOptions): { height: number; width: number } {
   const latent = latentFactor(pipe);
   const def = Number(pipe.configs.unet.sample_size ?? 64) * latent;
-  const width = options.width ?? def;
-  const height = options.height ?? def;
-  const f = sizeFactor(pipe);
+  const width = options.width ?? options.image?.width ?? def;
+  const height = options.height ?? options.image?.height ?? def;
   for (const [name, v] of [["width", width], ["height", height]] as const) {
     if (!Number.isInteger(v) || v <= 0) {
       throw new Error(`${name} must be a positive whole number, got ${v}`);
     }
     if (v % latent !== 0) {
-      throw new Error(`${name} ${v} is not a multiple of ${latent} (the VAE's latent factor)`);
-    }
-    if (v % f !== 0) {
+      const lo = Math.max(latent, v - (v % latent));
       throw new Error(
-        `${name} ${v} is not a multiple of ${f} (this U-Net halves the latent ${
-          Math.log2(f / latent)
-        } times); try ${Math.max(f, Math.round(v / f) * f)}`,
+        `${name} ${v} is not a multiple of ${latent} (the VAE's latent factor); try ${lo}`,
       );
     }
   }

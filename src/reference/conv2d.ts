@@ -23,8 +23,11 @@ export interface Conv2dRefOptions {
   padding?: number;
   /** Second input concatenated after x along channels. */
   skip?: HostTensor;
-  /** Nearest 2× upsample of the input before the conv. */
-  upsample?: boolean;
+  /**
+   * Nearest upsample of the input before the conv: 2×, or to `[H', W']` (torch's
+   * `F.interpolate(size=…, mode="nearest")`: source index `floor(i·in/out)`).
+   */
+  upsample?: boolean | readonly [number, number];
   /** Feed `c·tanh(input / c)`. */
   softClamp?: number;
   /** Activation applied last (a name in {@link ACTIVATIONS}). */
@@ -64,13 +67,17 @@ export function conv2dRef(
   }
   const stride = options.stride ?? 1;
   const pad = options.padding ?? Math.floor(kh / 2);
-  const up = options.upsample ? 2 : 1;
-  const h = hs * up, w = ws * up;
+  const [h, w] = options.upsample === true
+    ? [2 * hs, 2 * ws]
+    : options.upsample
+    ? options.upsample
+    : [hs, ws];
   const ho = Math.floor((h + 2 * pad - kh) / stride) + 1;
   const wo = Math.floor((w + 2 * pad - kw) / stride) + 1;
   const c = options.softClamp;
   const input = (n: number, ci: number, ih: number, iw: number): number => {
-    const sh = Math.floor(ih / up), sw = Math.floor(iw / up);
+    const sh = Math.min(Math.floor((ih * hs) / h), hs - 1);
+    const sw = Math.min(Math.floor((iw * ws) / w), ws - 1);
     const v = ci < cx
       ? x.data[((n * cx + ci) * hs + sh) * ws + sw]
       : options.skip!.data[((n * cs + ci - cx) * hs + sh) * ws + sw];

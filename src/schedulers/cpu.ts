@@ -112,14 +112,21 @@ export interface SampleCpuOptions {
   model: (input: Float32Array, timestep: number, index: number) => Float32Array;
   /** The generator for the schedulers' in-step noise. */
   randn: RandnFn;
-  /** Called with the latents after each step (a live buffer: copy it to keep it). */
+  /**
+   * Called with the latents after each call (a live buffer: copy it to keep it, or change it in
+   * place, as inpainting's blend does).
+   */
   onStep?: (index: number, latents: Float32Array) => void;
+  /** Start at this call (img2img's begin index; the scheduler is reset to it). Default 0. */
+  begin?: number;
+  /** The start latents as they are (img2img's noised image latents), instead of noise·σ_init. */
+  start?: Float32Array;
 }
 
 /**
- * Runs a whole sampling loop on the CPU: latents = `noise`·`initNoiseSigma`, then for each call
- * the model sees `latents·scaleModelInput(i)` and the plan updates the latents. Returns the final
- * latents. The scheduler must be fresh (or `reset()`).
+ * Runs a whole sampling loop on the CPU: latents = `noise`·`initNoiseSigma` (or `start`), then for
+ * each call from `begin` the model sees `latents·scaleModelInput(i)` and the plan updates the
+ * latents. Returns the final latents. The scheduler must be fresh (or `reset()`).
  *
  * @example
  * ```ts
@@ -139,8 +146,10 @@ export function sampleCpu(
 ): Float32Array {
   const n = noise.length;
   const buffers = new Map<BufferName, Float32Array>();
-  buffers.set("sample", noise.map((v) => v * scheduler.initNoiseSigma));
-  for (let i = 0; i < scheduler.timesteps.length; i++) {
+  const begin = options.begin ?? 0;
+  if (begin !== 0) scheduler.reset(begin);
+  buffers.set("sample", options.start?.slice() ?? noise.map((v) => v * scheduler.initNoiseSigma));
+  for (let i = begin; i < scheduler.timesteps.length; i++) {
     const latents = buffers.get("sample")!;
     const scale = scheduler.scaleModelInput(i);
     const output = options.model(latents.map((v) => v * scale), scheduler.timesteps[i], i);

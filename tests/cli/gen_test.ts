@@ -132,11 +132,11 @@ Deno.test({
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     const m = ["a fox", "--model", MODEL!, "--out", dir];
-    const [noModel, notEight, notSixtyFour, sampler, steps, cfg, width, pastSeeds] = await Promise
+    const [noModel, notEight, notEightH, sampler, steps, cfg, width, pastSeeds] = await Promise
       .all([
         gen(["a fox", "--out", dir]),
         gen([...m, "--width", "100"]),
-        gen([...m, "--height", "72", "--steps", "1"]),
+        gen([...m, "--height", "70", "--steps", "1"]),
         gen([...m, "--sampler", "nonsense"]),
         gen([...m, "--steps", "abc"]),
         gen([...m, "--cfg", "x"]),
@@ -146,9 +146,9 @@ Deno.test({
     usage(noModel, /no model given: pass --model PATH .* or set DENOISE_MODEL/);
     usage(
       notEight,
-      /--width 100 is not a multiple of 64 \(this model's sizes are: its VAE scales by 8, its U-Net halves 3 times\); try 64 or 128/,
+      /--width 100 is not a multiple of 8 \(this model's VAE scales by 8\); try 96 or 104/,
     );
-    usage(notSixtyFour, /--height 72 is not a multiple of 64 .*; try 64 or 128/);
+    usage(notEightH, /--height 70 is not a multiple of 8 .*; try 64 or 72/);
     usage(
       sampler,
       /--sampler nonsense: unknown scheduler "nonsense"; valid names .*euler_a.*Euler a/,

@@ -38,7 +38,7 @@ Deno.test({
       const [steps, clipSkip, width, env, noRead, config, taesd, tile] = results;
       usage(steps, /^error: --steps 1000 with the model's PNDMScheduler: .*timestep 1000 falls/m);
       usage(clipSkip, /^error: --clip-skip 3: this model's text encoder has 2 layers: use 1 … 2$/m);
-      usage(width, /^error: -W 100 is not a multiple of 64 .*; try 64 or 128$/m);
+      usage(width, /^error: -W 100 is not a multiple of 8 .*; try 96 or 104$/m);
       usage(env, /^error: DENOISE_MODEL=\/nope: no such file or folder$/m);
       usage(noRead, /-m .*tiny-sd15: deno was not given read access: run with -A or --allow-read/);
       assert.equal(config.code, 1, config.stderr);

@@ -22,7 +22,7 @@ interface Case {
   stride?: number;
   skipC?: number;
   bias?: boolean;
-  upsample?: boolean;
+  upsample?: boolean | [number, number];
   residual?: boolean;
   activation?: ConvActivation;
   softClamp?: number;
@@ -42,6 +42,9 @@ const CASES: Case[] = [
   { x: [1, 4, 7, 9], cout: 3, k: 3, softClamp: 3, bias: true, activation: "relu" },
   { x: [1, 65, 9, 7], cout: 7, k: 3, skipC: 65, bias: true, activation: "silu", residual: true },
   { x: [2, 3, 17, 17], cout: 1, k: 1, upsample: true, stride: 2, activation: "quick_gelu" },
+  // upsampling to a skip's size (the U-Net at sizes that are not multiples of 2^levels)
+  { x: [1, 5, 9, 5], cout: 7, k: 3, upsample: [17, 9], skipC: 3, bias: true },
+  { x: [2, 4, 3, 3], cout: 33, k: 3, upsample: [5, 6], residual: true },
 ];
 
 /** Forced igemm configurations, one per case in turn, so every tile and split-K path runs. */
@@ -67,7 +70,7 @@ function caseLabel(c: Case): string {
     c.stride === 2 ? "s2" : "",
     c.skipC ? `skip ${c.skipC}` : "",
     c.bias ? "bias" : "",
-    c.upsample ? "up" : "",
+    c.upsample === true ? "up" : c.upsample ? `up→${c.upsample.join("×")}` : "",
     c.residual ? "residual" : "",
     c.activation ?? "",
     c.softClamp ? "softclamp" : "",
@@ -85,11 +88,11 @@ async function checkCase(rt: Runtime, c: Case, dtype: DType, index: number): Pro
   const wh = host(c.cout * cin * c.k * c.k, seed + 2);
   const skipH = c.skipC ? host(b * c.skipC * h * w, seed + 3) : undefined;
   const biasH = c.bias ? host(c.cout, seed + 4) : undefined;
-  const up = c.upsample ? 2 : 1;
+  const [hu, wu] = c.upsample === true ? [2 * h, 2 * w] : c.upsample ? c.upsample : [h, w];
   const stride = c.stride ?? 1;
   const pad = Math.floor(c.k / 2);
-  const ho = Math.floor((h * up + 2 * pad - c.k) / stride) + 1;
-  const wo = Math.floor((w * up + 2 * pad - c.k) / stride) + 1;
+  const ho = Math.floor((hu + 2 * pad - c.k) / stride) + 1;
+  const wo = Math.floor((wu + 2 * pad - c.k) / stride) + 1;
   const outShape = [b, c.cout, ho, wo];
   const resH = c.residual ? host(b * c.cout * ho * wo, seed + 5) : undefined;
   const refOpts: Conv2dRefOptions = {
@@ -228,6 +231,7 @@ Deno.test({
       [() => conv2d(t([1, 4, 1, 1]), w, { padding: 0 }), /does not fit the 1×1 input/],
       [() => conv2d(x, w, { softClamp: 0 }), /softClamp must be a positive number/],
       [() => conv2d(x, w, { splitK: 0 }), /splitK must be a positive integer/],
+      [() => conv2d(x, w, { upsample: [20, 18] }), /upsample to 20×18 from 9×9: each side must/],
       [() => conv2d(x, w, { tile: "8x8" as ConvTile }), /unknown tile "8x8"/],
     ];
     if (rt.gpu.hasF16) bad.push([() => conv2d(x, t([8, 4, 3, 3], "f16")), /share x's dtype f32/]);

@@ -210,3 +210,36 @@ Deno.test("ldm layout: writeLdmCheckpoint streams a valid, deterministic safeten
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ldm layout: a full-size SD 1.5 inpainting file (9-channel conv_in) is recognised and loads strictly", () => {
+  const conv = "model.diffusion_model.input_blocks.0.0.weight";
+  const shapes = new Map(
+    ldmTensors("sd15").map((t) => [t.name, { shape: t.name === conv ? [320, 9, 3, 3] : t.shape }]),
+  );
+  const d = detectCheckpoint(shapes);
+  assert.equal(d.family, "sd1");
+  assert.equal(d.inChannels, 9);
+  assert.equal(d.predictionType, "epsilon");
+  assert.equal(d.configs!.unet.in_channels, 9);
+  assert.equal(d.configs!.unet.out_channels, 4);
+  assert.equal(d.configs!.vae.latent_channels * 2 + 1, 9, "latents + mask + masked latents");
+  // mapAndBuild reads the generator's shapes: build the 9-channel U-Net from the edited map
+  const mapping = mapSingleFileKeys(shapes, {
+    unet: d.configs!.unet,
+    vae: d.configs!.vae,
+    textEncoder: d.configs!.text_encoder,
+  });
+  assert.deepEqual(mapping.unknown, []);
+  const unetTensors = new Map<string, LoadedTensor>();
+  for (const e of mapping.entries) {
+    if (e.target.component !== "unet") continue;
+    unetTensors.set(e.target.key, { shape: e.shape, dtype: "F32", data: new Float32Array(0) });
+  }
+  const unet = UNet2DConditionModel.load(fakeRuntime(), {
+    tensors: unetTensors,
+    config: d.configs!.unet,
+    dtype: "f32",
+  });
+  assert.deepEqual(unet.unused, []);
+  assert.deepEqual(unetTensors.get("conv_in.weight")!.shape, [320, 9, 3, 3]);
+});
