@@ -13,6 +13,7 @@ import { decodeLatents, vaeTiles } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
 import { latentFactor, loadPipeline, type Pipeline } from "./src/pipeline/load.ts";
 import { sampleLatents } from "./src/pipeline/sample.ts";
+import { defaultStrength, strengthSchedule } from "./src/pipeline/condition.ts";
 import { loadTaesdDecoder, type TaesdDecoder } from "./src/models/taesd.ts";
 import { a1111Name } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
@@ -108,6 +109,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
     vae: values.vae,
     loraDir: values.loraModelDir,
     embeddingDir: values.embdDir,
+    vaeEncoder: checked.images.image !== undefined, // img2img and inpainting encode the image
   });
   const loadSecs = (performance.now() - t0) / 1000;
   stderr(
@@ -124,14 +126,27 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       : undefined;
     const embeds = await encodePrompt(pipe, prompt, { negativePrompt: values.negative, clipSkip });
     const addons = await addonInfotext(pipe, embeds);
-    const sampleOpts = { steps, guidance: cfg, scheduler: values.sampler, width, height };
+    const { image, mask } = checked.images;
+    const strength = image ? defaultStrength({ strength: values.strength, mask }) : undefined;
+    const sampleOpts = {
+      steps,
+      guidance: cfg,
+      scheduler: values.sampler,
+      width,
+      height,
+      image,
+      mask,
+      strength,
+    };
     const samplerName = a1111Name(scheduler);
+    const perImage = scheduler.timesteps.length -
+      (strength === undefined ? 0 : strengthSchedule(steps, strength, scheduler.order).begin);
     for (let k = 0; k < count; k++) {
       const seed = run.seed0 + BigInt(k);
       const label = `[${k + 1}/${count}]`;
       stderr(`seed ${seed}\n`);
       let last: Tensor | undefined;
-      progress.begin(label, scheduler.timesteps.length);
+      progress.begin(label, perImage);
       for await (const s of sampleLatents(pipe, embeds, { ...sampleOpts, seed })) {
         last = s.latents;
         progress.step(s.index + 1);
@@ -165,6 +180,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
         width: image.width,
         height: image.height,
         model: pipe.name,
+        denoisingStrength: strength,
         clipSkip,
         ...addons,
       });

@@ -112,6 +112,7 @@ export {
 export { loadEmbedding, type TextualInversion } from "./src/weights/textual_inversion.ts";
 export {
   binaryMask,
+  defaultStrength,
   imageToChw,
   maskToLatent,
   strengthSchedule,

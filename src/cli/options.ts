@@ -218,6 +218,32 @@ export const FLAGS = {
     max: 100000,
     default: 1,
   }),
+  // Image to image
+  initImg: flag.path({
+    name: "init-img",
+    short: "i",
+    group: "Image to image",
+    help: "img2img: start from this PNG instead of noise (its size is the run's unless -W/-H)",
+  }),
+  mask: flag.path({
+    name: "mask",
+    group: "Image to image",
+    help: "inpainting: a PNG of the init image's size; white (≥ 50 % grey) is repainted",
+  }),
+  strength: flag.number({
+    name: "strength",
+    also: ["denoising-strength"],
+    group: "Image to image",
+    help: "how much of the schedule reruns from the image, (0, 1]; default 0.8, inpainting 1",
+    min: 0,
+    max: 1,
+  }),
+  resize: flag.choice({
+    name: "resize",
+    group: "Image to image",
+    help: "fit an init image (and mask) of another size: stretch it, or crop to the aspect ratio",
+    choices: ["stretch", "crop"] as const,
+  }),
   // Output
   out: flag.path({
     name: "out",

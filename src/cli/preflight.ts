@@ -25,6 +25,7 @@ import { planVaeTiles } from "../pipeline/vae_tiling.ts";
 import { type FlagValues, UsageError } from "./flags.ts";
 import type { FLAGS } from "./options.ts";
 import { checkReadable } from "./paths.ts";
+import { type InitImages, readInitImages } from "./images.ts";
 
 /** What {@link preflight} found. */
 export interface Checked {
@@ -40,6 +41,8 @@ export interface Checked {
   height: number;
   /** The sampler, built with the run's steps. */
   scheduler: Scheduler;
+  /** `--init-img` and `--mask`, decoded and fitted to the run's size. */
+  images: InitImages;
 }
 
 type Spelled = Partial<Record<keyof typeof FLAGS, string>>;
@@ -69,7 +72,16 @@ export async function preflight(
   }
   await checkReadable(model, spelled.model ?? "--model");
   for (
-    const key of ["configFrom", "tokenizer", "taesd", "vae", "loraModelDir", "embdDir"] as const
+    const key of [
+      "configFrom",
+      "tokenizer",
+      "taesd",
+      "vae",
+      "loraModelDir",
+      "embdDir",
+      "initImg",
+      "mask",
+    ] as const
   ) {
     const path = values[key];
     if (path !== undefined) await checkReadable(path, spelled[key]!);
@@ -101,12 +113,16 @@ export async function preflight(
       `${spelled.dtype} f16: ${rt.gpu.adapterName} has no shader-f16: use --dtype f32 or auto`,
     );
   }
+  const images = await readInitImages(values, { spelled, factor });
   const options = {
     steps: values.steps,
     guidance: values.cfg,
     scheduler: values.sampler,
-    width: values.width,
-    height: values.height,
+    width: images.width,
+    height: images.height,
+    image: images.image,
+    mask: images.mask,
+    strength: values.strength,
   };
   let scheduler: Scheduler;
   try {
@@ -140,5 +156,5 @@ export async function preflight(
       throw new UsageError(`${flag}: ${(e as Error).message}`, { cause: e });
     }
   }
-  return { model, info, rt, ...size, scheduler };
+  return { model, info, rt, ...size, scheduler, images };
 }

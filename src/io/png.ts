@@ -81,6 +81,8 @@ export interface A1111Parameters {
   modelHash?: string;
   /** The checkpoint name; omitted when empty. */
   model?: string;
+  /** img2img / inpainting strength (A1111's "Denoising strength"); omitted when absent. */
+  denoisingStrength?: number;
   /** CLIP skip; written only when above 1, as A1111. */
   clipSkip?: number;
   /** An external VAE's short hash (A1111's "VAE hash": 10 hex digits of its SHA-256). */
@@ -374,6 +376,12 @@ export function formatA1111Parameters(p: A1111Parameters): string {
     ["Model", p.model || undefined],
     ["VAE hash", p.vaeHash || undefined],
     ["VAE", p.vae || undefined],
+    [
+      "Denoising strength",
+      p.denoisingStrength === undefined
+        ? undefined
+        : checkNumber("denoisingStrength", p.denoisingStrength, false),
+    ],
     ["Clip skip", clipSkip !== undefined && clipSkip > 1 ? String(clipSkip) : undefined],
     ["Lora hashes", p.loraHashes || undefined],
     ["TI hashes", p.tiHashes || undefined],

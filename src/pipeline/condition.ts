@@ -16,6 +16,20 @@ import type { Scheduler } from "../schedulers/mod.ts";
 import { latentFactor, type Pipeline } from "./load.ts";
 
 /**
+ * The strength a run uses: the given one, else diffusers' defaults — 0.8 for img2img, 1 for
+ * inpainting.
+ *
+ * @example
+ * ```ts
+ * import { defaultStrength } from "@denoise/sd";
+ * console.log(defaultStrength({}), defaultStrength({ mask: true })); // 0.8 1
+ * ```
+ */
+export function defaultStrength(options: { strength?: number; mask?: unknown }): number {
+  return options.strength ?? (options.mask ? 1 : 0.8);
+}
+
+/**
  * diffusers' `get_timesteps`: how many of `steps` a `strength` keeps (`int(steps·strength)`,
  * at most `steps`) and the call the run starts at (`(steps − kept)·order`).
  *

@@ -24,7 +24,12 @@ import {
   type StepPlan,
 } from "../schedulers/mod.ts";
 import type { UNetForwardOptions } from "../models/unet.ts";
-import { type Conditioning, prepareConditioning, strengthSchedule } from "./condition.ts";
+import {
+  type Conditioning,
+  defaultStrength,
+  prepareConditioning,
+  strengthSchedule,
+} from "./condition.ts";
 import type { PromptEmbeds } from "./encode.ts";
 import { latentFactor, type Pipeline } from "./load.ts";
 import { syncLoras } from "./lora.ts";
@@ -285,11 +290,6 @@ export async function* sampleLatents(
     if (latents && latents === yielded) trackTensor(latents); // the caller's now
     else latents?.dispose();
   }
-}
-
-/** diffusers' default strengths: 0.8 for img2img, 1 for inpainting. */
-function defaultStrength(options: SampleOptions): number {
-  return options.strength ?? (options.mask ? 1 : 0.8);
 }
 
 /**
