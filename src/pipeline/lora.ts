@@ -241,6 +241,7 @@ export async function activateLoras(
   extra: readonly LoraSpec[],
   options: ApplyLorasOptions = {},
 ): Promise<ActiveLora[]> {
+  if (extra.length === 0 && !states.has(pipe)) return []; // no LoRA was ever applied
   const state = stateOf(pipe);
   const added = await Promise.all(extra.map((s) => resolveSpec(state, s)));
   const active = [...state.pinned, ...added];

@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { AutoencoderKL } from "../../src/models/vae.ts";
+import { ClipTextModel } from "../../src/models/clip.ts";
+import { RandomWeights } from "../../bench/random_weights.ts";
 import { addEmbeddings, addonInfotext } from "../../src/pipeline/addons.ts";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
@@ -240,6 +242,88 @@ Deno.test({
       /skipped 2 files[\s\S]*old\.pt \(a pickle[\s\S]*wide\.safetensors \(embedding .* is 768 wide/,
     );
     p.dispose();
+  },
+});
+
+/** CLIP parameter shapes for a config (the keys ClipTextModel takes). */
+function clipShapes(c: { hidden_size: number; intermediate_size: number; vocab_size: number }) {
+  const d = c.hidden_size, i = c.intermediate_size;
+  const shapes = new Map<string, number[]>([
+    ["text_model.embeddings.token_embedding.weight", [c.vocab_size, d]],
+    ["text_model.embeddings.position_embedding.weight", [77, d]],
+    ["text_model.final_layer_norm.weight", [d]],
+    ["text_model.final_layer_norm.bias", [d]],
+  ]);
+  const layer = "text_model.encoder.layers.0";
+  for (const p of ["q", "k", "v", "out"]) {
+    shapes.set(`${layer}.self_attn.${p}_proj.weight`, [d, d]);
+    shapes.set(`${layer}.self_attn.${p}_proj.bias`, [d]);
+  }
+  for (const n of ["layer_norm1", "layer_norm2"]) {
+    shapes.set(`${layer}.${n}.weight`, [d]);
+    shapes.set(`${layer}.${n}.bias`, [d]);
+  }
+  shapes.set(`${layer}.mlp.fc1.weight`, [i, d]).set(`${layer}.mlp.fc1.bias`, [i]);
+  shapes.set(`${layer}.mlp.fc2.weight`, [d, i]).set(`${layer}.mlp.fc2.bias`, [d]);
+  return shapes;
+}
+
+Deno.test({
+  name: "textual inversion on 768- and 1024-wide text encoders (SD 1.x / 2.x widths, one layer, " +
+    "random weights): the embedding equals the words it replaces; the other width is refused",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    const tiny = await tiny15();
+    for (const [dim, act, other] of [[768, "quick_gelu", 1024], [1024, "gelu", 768]] as const) {
+      const config = {
+        ...tiny.configs.text_encoder,
+        hidden_size: dim,
+        intermediate_size: 64,
+        num_hidden_layers: 1,
+        num_attention_heads: dim / 64,
+        hidden_act: act,
+      };
+      const textEncoder = ClipTextModel.load(rt, {
+        tensors: new RandomWeights(clipShapes(config), { seed: dim, dtype: "f32" }),
+        config,
+        dtype: "f32",
+      });
+      const pipe = {
+        ...tiny,
+        textEncoder,
+        configs: { ...tiny.configs, text_encoder: config },
+      } as Pipeline;
+      const ids = pipe.tokenizer.encode("red fox");
+      const vectors = new Float32Array(ids.length * dim);
+      ids.forEach((id, i) =>
+        vectors.set(textEncoder.tokenEmbedding.subarray(id * dim, (id + 1) * dim), i * dim)
+      );
+      const path = `${TMP}/wide${dim}.safetensors`;
+      await Deno.writeFile(path, makeEmbedding(vectors, dim, { format: "a1111", dtype: "F32" }));
+      await addEmbeddings(pipe, [path]);
+      const want = await encodePrompt(pipe, "a (red fox:1.1)");
+      const got = await encodePrompt(pipe, `a (wide${dim}:1.1)`);
+      assert.equal(got.cond.shape[2], dim);
+      assert.deepEqual(await got.cond.read(), await want.cond.read(), `${dim} wide`);
+      want.dispose();
+      got.dispose();
+      const wrong = `${TMP}/other${other}.safetensors`;
+      await Deno.writeFile(
+        wrong,
+        makeEmbedding(randomArray(other, 1), other, { format: "a1111", dtype: "F16" }),
+      );
+      const family = (d: number) => d === 768 ? "SD 1\\.x" : "SD 2\\.x";
+      await assert.rejects(
+        addEmbeddings(pipe, [wrong]),
+        new RegExp(
+          `is ${other} wide \\(${
+            family(other)
+          }\\), but this model's text encoder is ${dim} wide \\(${family(dim)}\\)`,
+        ),
+      );
+      textEncoder.dispose();
+    }
   },
 });
 
