@@ -12,10 +12,10 @@ import { addonInfotext, checkPromptLoras } from "./src/pipeline/addons.ts";
 import { decodeLatents, vaeTiles } from "./src/pipeline/decode.ts";
 import { encodePrompt } from "./src/pipeline/encode.ts";
 import { latentFactor, loadPipeline, type Pipeline } from "./src/pipeline/load.ts";
-import { sampleLatents } from "./src/pipeline/sample.ts";
+import { sampleLatents, stepCounts } from "./src/pipeline/sample.ts";
 import { defaultStrength, strengthSchedule } from "./src/pipeline/condition.ts";
 import { loadTaesdDecoder, type TaesdDecoder } from "./src/models/taesd.ts";
-import { a1111Name } from "./src/schedulers/mod.ts";
+import { a1111Name, a1111ScheduleType } from "./src/schedulers/mod.ts";
 import type { Tensor } from "./src/gpu/tensor.ts";
 import { type FlagValues, helpText, parseFlags, UsageError } from "./src/cli/flags.ts";
 import { type Checked, preflight } from "./src/cli/preflight.ts";
@@ -119,7 +119,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
   );
   const profiler = values.profile ? new Profiler() : null;
   pipe.rt.profiler = profiler;
-  let sampleSecs = 0, decodeSecs = 0, calls = 0;
+  let sampleSecs = 0, decodeSecs = 0, stepsRun = 0;
   try {
     const taesd = values.taesd
       ? await loadTaesdDecoder(values.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
@@ -132,6 +132,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       steps,
       guidance: cfg,
       scheduler: values.sampler,
+      schedule: values.schedule,
       width,
       height,
       image,
@@ -139,20 +140,26 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       strength,
     };
     const samplerName = a1111Name(scheduler);
-    const perImage = scheduler.timesteps.length -
-      (strength === undefined ? 0 : strengthSchedule(steps, strength, scheduler.order).begin);
+    const begin = strength === undefined
+      ? 0
+      : strengthSchedule(steps, strength, scheduler.order).begin;
+    const totalSteps = stepCounts(
+      scheduler.timesteps.length - begin,
+      steps - Math.floor(begin / scheduler.order),
+      scheduler.order,
+    ).at(-1)!;
     for (let k = 0; k < count; k++) {
       const seed = run.seed0 + BigInt(k);
       const label = `[${k + 1}/${count}]`;
       stderr(`seed ${seed}\n`);
       let last: Tensor | undefined;
-      progress.begin(label, perImage);
+      progress.begin(label, totalSteps);
+      let shown = 0;
       for await (const s of sampleLatents(pipe, embeds, { ...sampleOpts, seed })) {
         last = s.latents;
-        progress.step(s.index + 1);
-        calls++;
-        await macrotask(); // Ctrl-C and SIGTERM are handled between steps
+        if (s.step > shown) progress.step(shown = s.step, s.steps);
       }
+      stepsRun += shown;
       const sampled = progress.elapsed();
       sampleSecs += sampled;
       const decodeOpts = {
@@ -175,6 +182,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
         negativePrompt: values.negative,
         steps,
         sampler: samplerName,
+        scheduleType: a1111ScheduleType(scheduler),
         cfg,
         seed,
         width: image.width,
@@ -187,7 +195,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
       const bytes = encodePng(image, { text: { parameters: text } });
       const path = await out.write(bytes, { seed, index: k, notice: (m) => progress.note(m) });
       progress.end(
-        `${steps} step${steps === 1 ? "" : "s"} in ${formatSeconds(sampled)}, decoded in ${
+        `${shown} step${shown === 1 ? "" : "s"} in ${formatSeconds(sampled)}, decoded in ${
           formatSeconds(decoded)
         }`,
       );
@@ -203,7 +211,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
   stderr(
     `done: ${count} image${count === 1 ? "" : "s"} in ${formatSeconds(total)} (load ${
       formatSeconds(loadSecs)
-    }, sampling ${formatSeconds(sampleSecs)} at ${(calls / sampleSecs).toFixed(2)} it/s, ` +
+    }, sampling ${formatSeconds(sampleSecs)} at ${(stepsRun / sampleSecs).toFixed(2)} it/s, ` +
       `decoding ${formatSeconds(decodeSecs)})\n`,
   );
 }
@@ -230,14 +238,6 @@ function decodePhase(
 
 function mb(bytes: number): string {
   return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-}
-
-/**
- * Waits for one turn of the event loop: a step's promises may all be settled already, and a loop
- * of microtasks alone never lets signal handlers run.
- */
-function macrotask(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 if (import.meta.main) {

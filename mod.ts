@@ -121,6 +121,7 @@ export * from "./src/pipeline/prompt_parse.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {
   a1111Name,
+  a1111ScheduleType,
   createScheduler,
   type CreateSchedulerOptions,
   resolveSchedulerName,

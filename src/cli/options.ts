@@ -17,7 +17,7 @@
  * @module
  */
 import { flag } from "./flags.ts";
-import { resolveSchedulerName } from "../schedulers/mod.ts";
+import { resolveSchedulerName, SIGMA_SCHEDULES } from "../schedulers/mod.ts";
 
 /** The largest seed torch's `manual_seed` takes: 2⁶⁴ − 1. */
 export const MAX_SEED = 2n ** 64n - 1n;
@@ -182,6 +182,13 @@ export const FLAGS = {
     help: "ours (euler_a), sd.cpp's or A1111's (\"DPM++ 2M Karras\"), any case; default: the " +
       "model's own scheduler",
     parse: parseSampler,
+  }),
+  schedule: flag.choice({
+    name: "schedule",
+    group: "Sampling",
+    help: "σ schedule of a sigma sampler (euler, dpm++2m, heun, …): discrete (the model's), " +
+      'karras or exponential (A1111\'s "Schedule type")',
+    choices: SIGMA_SCHEDULES,
   }),
   seed: flag.custom({
     name: "seed",

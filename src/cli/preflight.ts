@@ -118,6 +118,7 @@ export async function preflight(
     steps: values.steps,
     guidance: values.cfg,
     scheduler: values.sampler,
+    schedule: values.schedule,
     width: images.width,
     height: images.height,
     image: images.image,
@@ -128,9 +129,15 @@ export async function preflight(
   try {
     scheduler = schedulerFor(info, options);
   } catch (e) {
-    const sampler = values.sampler ?? `the model's ${info.schedulerConfig._class_name ?? "PNDM"}`;
+    const sampler = values.sampler !== undefined
+      ? `${spelled.sampler} ${values.sampler}`
+      : `the model's ${info.schedulerConfig._class_name ?? "PNDMScheduler"}`;
+    const schedule = values.schedule !== undefined
+      ? ` and ${spelled.schedule} ${values.schedule}`
+      : "";
     throw new UsageError(
-      `${spelled.steps ?? "--steps"} ${values.steps} with ${sampler}: ${(e as Error).message}`,
+      `${sampler} with ${spelled.steps ?? "--steps"} ${values.steps}${schedule}: ` +
+        (e as Error).message.replace(/^createScheduler: /, ""),
       { cause: e },
     );
   }

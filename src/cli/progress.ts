@@ -112,10 +112,10 @@ export class Progress {
     return (this.#now() - this.#times[0]) / 1000;
   }
 
-  /** Reports that `done` of the `total` steps are finished. */
-  step(done: number): void {
+  /** Reports that `done` steps are finished (of `total`, when the run now knows better). */
+  step(done: number, total = this.#total): void {
+    this.#total = total;
     this.#times.push(this.#now());
-    const total = this.#total;
     const rate = this.rate();
     const eta = (total - done) / rate;
     const text = `${this.#label} step ${done}/${total}  ${rate.toFixed(2)} it/s  ETA ${

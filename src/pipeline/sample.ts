@@ -21,6 +21,7 @@ import {
   createScheduler,
   type Scheduler,
   type SchedulerConfig,
+  type SigmaScheduleName,
   type StepPlan,
 } from "../schedulers/mod.ts";
 import type { UNetForwardOptions } from "../models/unet.ts";
@@ -50,6 +51,8 @@ export interface SampleOptions {
   scheduler?: string | SchedulerConfig;
   /** Karras noise levels (the samplers whose registry row lists `"karras"`). */
   karras?: boolean;
+  /** The σ schedule of a sigma sampler: `"discrete"`, `"karras"` or `"exponential"` (sd.cpp's `--schedule`). */
+  schedule?: SigmaScheduleName;
   /** DDIM's η. */
   eta?: number;
   /** Image width in pixels (default: the U-Net's sample size × the VAE's latent factor). */
@@ -91,6 +94,14 @@ export interface SampleStep {
   total: number;
   /** The timestep the U-Net saw. */
   timestep: number;
+  /**
+   * Steps finished after this U-Net call, counted as diffusers' progress bar (and A1111) count
+   * them: PNDM's extra first call and the first call of a two-call (Heun, DPM2) step do not finish
+   * a step. See {@link stepCounts}.
+   */
+  step: number;
+  /** The steps the run makes in all (what `steps` asked for). */
+  steps: number;
   /**
    * The latents after this step, f32 `[1, C, h, w]`. Valid until the loop takes its next step; the
    * last latents yielded (after the final step, a `break`, an abort or an error) stay valid and
@@ -149,6 +160,7 @@ export function schedulerFor(
     steps: options.steps ?? 20,
     eta: options.eta,
     karras: options.karras,
+    schedule: options.schedule,
   });
 }
 
@@ -235,6 +247,9 @@ export async function* sampleLatents(
         : batchSlice(embeds.cond, { start: 0, count: 1 }),
     );
     const calls = scheduler.timesteps.length, begin = scheduler.beginIndex;
+    // img2img runs steps − begin/order of them, as diffusers' progress bar counts
+    const runSteps = (options.steps ?? 20) - Math.floor(begin / scheduler.order);
+    const counts = stepCounts(calls - begin, runSteps, scheduler.order);
     for (let i = begin; i < calls; i++) {
       if (options.signal?.aborted) return;
       const t = scheduler.timesteps[i];
@@ -281,7 +296,14 @@ export async function* sampleLatents(
       await rt.flush(`step ${i}`);
       sample.dispose(); // the latents yielded last are valid until the next step
       yielded = latents;
-      yield { index: i - begin, total: calls - begin, timestep: t, latents };
+      yield {
+        index: i - begin,
+        total: calls - begin,
+        timestep: t,
+        step: counts[i - begin],
+        steps: counts[counts.length - 1],
+        latents,
+      };
     }
   } finally {
     for (const t of state.values()) t.dispose();
@@ -362,6 +384,30 @@ function blendKnown(latents: Tensor, cond: Conditioning, [a, b]: [number, number
     const kept = binary(diff, cond.blendMask!, { op: "mul" }); // m·(latents − known)
     return lincomb([known, kept], [1, 1], { out: rt.empty(latents.shape) });
   });
+}
+
+/**
+ * How many steps are finished after each of `calls` U-Net calls of a run of `steps` steps with
+ * `order` calls per step, as diffusers' pipelines advance their progress bar: after the last call,
+ * and after every `order`-th call past the warm-up (`calls − steps·order`, PNDM's repeated first
+ * call). PNDM with 4 steps makes 5 calls and counts 4, as A1111's PLMS does.
+ *
+ * @example
+ * ```ts
+ * import { stepCounts } from "./sample.ts";
+ * console.log(stepCounts(5, 4, 1)); // [0, 1, 2, 3, 4]: PNDM
+ * console.log(stepCounts(7, 4, 2)); // [0, 1, 1, 2, 2, 3, 4]: Heun
+ * ```
+ */
+export function stepCounts(calls: number, steps: number, order: number): number[] {
+  const warmup = calls - steps * order;
+  const counts: number[] = [];
+  let done = 0;
+  for (let i = 0; i < calls; i++) {
+    if (i === calls - 1 || (i + 1 > warmup && (i + 1) % order === 0)) done++;
+    counts.push(done);
+  }
+  return counts;
 }
 
 /** The U-Net hooks of `options.unet`, bound to the caller's scope (they run inside the loop's). */

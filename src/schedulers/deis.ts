@@ -11,7 +11,7 @@
 import { openConfig, SchedulerBase } from "./base.ts";
 import { type BufferName, f32, lincomb, type SchedulerConfig, type StepPlan } from "./common.ts";
 import type { EulerOptions } from "./euler.ts";
-import { dpmSchedule, vpOf, x0Coefs } from "./sigmas.ts";
+import { dpmSchedule, sigmaSpacing, vpOf, x0Coefs } from "./sigmas.ts";
 
 /**
  * diffusers' `DEISMultistepScheduler` defaults.
@@ -84,13 +84,11 @@ export class DEISMultistepScheduler extends SchedulerBase {
     r.refuse("thresholding", "set it false (dynamic thresholding is not implemented)");
     r.str("algorithm_type", ["deis"] as const);
     r.str("solver_type", ["logrho"] as const);
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = dpmSchedule(r, alphasCumprod, steps, { karras });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = dpmSchedule(r, alphasCumprod, steps, { karras, exponential });
     // diffusers ends at σ_min: the table's first entry, or (Karras) the schedule's last σ again
-    const last = karras ? s.sigmas[s.sigmas.length - 1] : s.table[0];
+    const last = karras || exponential ? s.sigmas[s.sigmas.length - 1] : s.table[0];
     super(cls, {
       timesteps: s.timesteps,
       sigmas: [...s.sigmas, last].map(f32),

@@ -21,7 +21,7 @@ import {
   type StepPlan,
 } from "./common.ts";
 import type { EulerOptions } from "./euler.ts";
-import { clippedSteps, dpmSchedule, vpOf, x0Coefs } from "./sigmas.ts";
+import { clippedSteps, dpmSchedule, sigmaSpacing, vpOf, x0Coefs } from "./sigmas.ts";
 
 /**
  * diffusers' `DPMSolverMultistepScheduler` defaults.
@@ -110,16 +110,18 @@ export class DPMSolverMultistepScheduler extends SchedulerBase {
     }
     r.refuse("thresholding", "set it false (dynamic thresholding is not linear)");
     r.refuse("use_lu_lambdas", "set it false (not implemented)");
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
     if (r.values.variance_type !== null && r.values.variance_type !== undefined) {
       throw new RangeError(`${cls} config: "variance_type" must be null for SD checkpoints`);
     }
     const finalZero = r.str("final_sigmas_type", ["zero", "sigma_min"] as const) === "zero";
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
     const last = train - clippedSteps(alphasCumprod, r.num("lambda_min_clipped"));
-    const { timesteps, sigmas, table } = dpmSchedule(r, alphasCumprod, steps, { karras, last });
+    const { timesteps, sigmas, table } = dpmSchedule(r, alphasCumprod, steps, {
+      karras,
+      exponential,
+      last,
+    });
     const sde = algorithm === "sde-dpmsolver++";
     super(cls, {
       timesteps,

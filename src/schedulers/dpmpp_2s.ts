@@ -26,7 +26,7 @@ import {
   type StepPlan,
 } from "./common.ts";
 import type { EulerOptions } from "./euler.ts";
-import { clippedSteps, vpOf, x0Coefs } from "./sigmas.ts";
+import { clippedSteps, exponentialSigmas, sigmaSpacing, vpOf, x0Coefs } from "./sigmas.ts";
 
 /**
  * diffusers' `DPMSolverSinglestepScheduler` defaults.
@@ -118,7 +118,6 @@ export class DPMSolverSinglestepScheduler extends SchedulerBase {
       throw new RangeError(`${cls} config: "solver_order" must be 1, 2 or 3, got ${order}`);
     }
     r.refuse("thresholding", "set it false (dynamic thresholding is not implemented)");
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
     if (r.values.variance_type !== null && r.values.variance_type !== undefined) {
       throw new RangeError(`${cls} config: "variance_type" must be null for SD checkpoints`);
@@ -126,8 +125,7 @@ export class DPMSolverSinglestepScheduler extends SchedulerBase {
     const finalZero = r.str("final_sigmas_type", ["zero", "sigma_min"] as const) === "zero";
     // diffusers forces lower_order_final for uneven step counts and for a zero final σ
     const lowerFinal = r.bool("lower_order_final") || finalZero || steps % order !== 0;
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
     const table = sigmaTable(alphasCumprod);
     const last = train - clippedSteps(alphasCumprod, r.num("lambda_min_clipped"));
     let timesteps = npLinspace(0, last - 1, steps + 1).map(roundHalfEven).reverse().slice(0, -1);
@@ -136,6 +134,10 @@ export class DPMSolverSinglestepScheduler extends SchedulerBase {
       const logs = logTable(table);
       sig = karrasSigmas(table[0], table[train - 1], steps);
       timesteps = sig.map((s) => roundHalfEven(sigmaToT(s, logs)));
+    } else if (exponential) {
+      const logs = logTable(table);
+      sig = exponentialSigmas(table[0], table[train - 1], steps);
+      timesteps = sig.map((s) => Math.trunc(sigmaToT(s, logs)));
     } else {
       sig = timesteps.map((t) => interpTable(t, table));
     }

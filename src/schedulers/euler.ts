@@ -10,7 +10,7 @@
  * @module
  */
 import { openConfig, SchedulerBase } from "./base.ts";
-import { discreteSchedule } from "./sigmas.ts";
+import { discreteSchedule, sigmaSpacing } from "./sigmas.ts";
 import {
   f32,
   lincomb,
@@ -137,16 +137,15 @@ export class EulerDiscreteScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
     r.str("interpolation_type", ["linear"] as const, " (log_linear is not implemented)");
     r.str("timestep_type", ["discrete"] as const, " (continuous is not implemented)");
     const finalType = r.str("final_sigmas_type", ["zero", "sigma_min"] as const);
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
     const range: [number?, number?] = [r.optNum("sigma_min"), r.optNum("sigma_max")];
     const { timesteps, sigmas: sig, table } = discreteSchedule(r, alphasCumprod, steps, {
       karras,
+      exponential,
       range,
     });
     const last = finalType === "zero" ? 0 : table[0];

@@ -12,7 +12,7 @@
 import { openConfig, SchedulerBase } from "./base.ts";
 import { f32, lincomb, type SchedulerConfig, spacing, type StepPlan } from "./common.ts";
 import { eulerCoefs, eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
-import { discreteSchedule } from "./sigmas.ts";
+import { discreteSchedule, sigmaSpacing } from "./sigmas.ts";
 
 /**
  * diffusers' `EulerAncestralDiscreteScheduler` defaults.
@@ -65,9 +65,11 @@ export class EulerAncestralDiscreteScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const { timesteps, sigmas: sig } = discreteSchedule(r, alphasCumprod, steps, { karras });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const { timesteps, sigmas: sig } = discreteSchedule(r, alphasCumprod, steps, {
+      karras,
+      exponential,
+    });
     const sigmas = [...sig, 0].map(f32);
     super(cls, {
       timesteps,

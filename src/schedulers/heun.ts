@@ -19,7 +19,7 @@ import {
   type StepPlan,
 } from "./common.ts";
 import { eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
-import { denoisedTerms, discreteSchedule, interleave } from "./sigmas.ts";
+import { denoisedTerms, discreteSchedule, interleave, sigmaSpacing } from "./sigmas.ts";
 
 /**
  * diffusers' `HeunDiscreteScheduler` defaults.
@@ -68,11 +68,9 @@ export class HeunDiscreteScheduler extends SchedulerBase {
   constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "HeunDiscreteScheduler";
     const { r, alphasCumprod, steps, pred } = openConfig(cls, HEUN_DEFAULTS, config, options.steps);
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = discreteSchedule(r, alphasCumprod, steps, { karras });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = discreteSchedule(r, alphasCumprod, steps, { karras, exponential });
     const sigmas = [...interleave(s.sigmas.map(f32)), 0];
     super(cls, {
       timesteps: interleave(s.timesteps),

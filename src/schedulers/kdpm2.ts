@@ -19,7 +19,14 @@ import {
   type StepPlan,
 } from "./common.ts";
 import { eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
-import { discreteSchedule, interleave, kDenoised, logMidpoint, sigmasToT } from "./sigmas.ts";
+import {
+  discreteSchedule,
+  interleave,
+  kDenoised,
+  logMidpoint,
+  sigmaSpacing,
+  sigmasToT,
+} from "./sigmas.ts";
 
 /**
  * diffusers' `KDPM2DiscreteScheduler` defaults (also `KDPM2AncestralDiscreteScheduler`'s).
@@ -72,11 +79,9 @@ export class KDPM2DiscreteScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = discreteSchedule(r, alphasCumprod, steps, { karras, roundKarras: true });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = discreteSchedule(r, alphasCumprod, steps, { karras, exponential, roundKarras: true });
     const sig = [...s.sigmas.map(f32), 0];
     // σ_interp[k] = √(σ_k·σ_{k−1}) (via logs, as torch's lerp); σ_interp[0] is never used
     const interp = sig.map((v, k) => k === 0 ? NaN : logMidpoint(v, sig[k - 1]));

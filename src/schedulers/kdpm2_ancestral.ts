@@ -18,7 +18,14 @@ import {
 } from "./common.ts";
 import { eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
 import { KDPM2_DEFAULTS } from "./kdpm2.ts";
-import { discreteSchedule, interleave, kDenoised, logMidpoint, sigmasToT } from "./sigmas.ts";
+import {
+  discreteSchedule,
+  interleave,
+  kDenoised,
+  logMidpoint,
+  sigmaSpacing,
+  sigmasToT,
+} from "./sigmas.ts";
 
 /**
  * σ_up and σ_down of an ancestral step from σ to σ_next, in float32 as diffusers computes them.
@@ -64,11 +71,9 @@ export class KDPM2AncestralDiscreteScheduler extends SchedulerBase {
       config,
       options.steps,
     );
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = discreteSchedule(r, alphasCumprod, steps, { karras, roundKarras: true });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = discreteSchedule(r, alphasCumprod, steps, { karras, exponential, roundKarras: true });
     const sig = s.sigmas.map(f32);
     const levels = sig.map((sigma, k) => {
       const next = k + 1 < steps ? sig[k + 1] : 0;

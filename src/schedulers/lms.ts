@@ -12,7 +12,7 @@
 import { openConfig, SchedulerBase } from "./base.ts";
 import { type BufferName, f32, lincomb, type SchedulerConfig, type StepPlan } from "./common.ts";
 import { eulerInitNoiseSigma, eulerInputScale, type EulerOptions } from "./euler.ts";
-import { discreteSchedule, kDenoised } from "./sigmas.ts";
+import { discreteSchedule, kDenoised, sigmaSpacing } from "./sigmas.ts";
 
 /**
  * diffusers' `LMSDiscreteScheduler` defaults.
@@ -87,11 +87,9 @@ export class LMSDiscreteScheduler extends SchedulerBase {
   constructor(config: SchedulerConfig, options: EulerOptions) {
     const cls = "LMSDiscreteScheduler";
     const { r, alphasCumprod, steps, pred } = openConfig(cls, LMS_DEFAULTS, config, options.steps);
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = discreteSchedule(r, alphasCumprod, steps, { karras });
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = discreteSchedule(r, alphasCumprod, steps, { karras, exponential });
     const sigmas = [...s.sigmas, 0].map(f32);
     super(cls, {
       timesteps: s.timesteps,

@@ -30,6 +30,7 @@ export { openConfig, type OpenedConfig, SchedulerBase, type ScheduleSetup } from
 export { type RandnFn, runPlanCpu, sampleCpu, type SampleCpuOptions } from "./cpu.ts";
 export {
   a1111Name,
+  a1111ScheduleType,
   createScheduler,
   type CreateSchedulerOptions,
   type ResolvedSampler,
@@ -39,6 +40,8 @@ export {
   type SamplerOption,
   SAMPLERS,
   SCHEDULER_NAMES,
+  SIGMA_SCHEDULES,
+  type SigmaScheduleName,
 } from "./registry.ts";
 export { DDIMScheduler } from "./ddim.ts";
 export { DDPMScheduler } from "./ddpm.ts";

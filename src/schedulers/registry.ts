@@ -49,9 +49,29 @@ export interface CreateSchedulerOptions {
   eta?: number;
   /** Karras sigmas (samplers whose row lists `"karras"`); overrides the config and the name. */
   karras?: boolean;
+  /**
+   * The σ schedule of a sigma sampler (rows listing `"karras"`), as stable-diffusion.cpp's
+   * `--schedule` and A1111's "Schedule type": `"discrete"` (the config's grid), `"karras"`, or
+   * `"exponential"` (evenly spaced in log σ; diffusers ≥ 0.31's `use_exponential_sigmas`).
+   */
+  schedule?: SigmaScheduleName;
   /** LCM's distillation grid size, overriding `original_inference_steps`. */
   originalInferenceSteps?: number;
 }
+
+/**
+ * The σ schedules a sigma sampler can use.
+ *
+ * @example
+ * ```ts
+ * import { SIGMA_SCHEDULES } from "./registry.ts";
+ * console.log(SIGMA_SCHEDULES.join("|")); // discrete|karras|exponential
+ * ```
+ */
+export const SIGMA_SCHEDULES = ["discrete", "karras", "exponential"] as const;
+
+/** One of {@link SIGMA_SCHEDULES}. */
+export type SigmaScheduleName = typeof SIGMA_SCHEDULES[number];
 
 /**
  * One registry row.
@@ -381,6 +401,21 @@ export function a1111Name(scheduler: Pick<Scheduler, "kind" | "config">): string
 }
 
 /**
+ * AUTOMATIC1111's "Schedule type" for a built scheduler where its sampler name does not already
+ * say it: `"Exponential"` for exponential σ, otherwise `undefined` (Karras is in the name).
+ *
+ * @example
+ * ```ts
+ * import { a1111ScheduleType, createScheduler } from "./registry.ts";
+ * const s = createScheduler("euler", {}, { steps: 4, schedule: "exponential" });
+ * console.log(a1111ScheduleType(s)); // "Exponential"
+ * ```
+ */
+export function a1111ScheduleType(scheduler: Pick<Scheduler, "config">): string | undefined {
+  return scheduler.config.use_exponential_sigmas === true ? "Exponential" : undefined;
+}
+
+/**
  * Builds a scheduler by name from a diffusers `scheduler_config.json` (any class's: like
  * diffusers' `from_config`, unknown keys are ignored and missing ones take the chosen class's
  * defaults; a name other than a class name applies its row's preset over the config) and sets
@@ -409,7 +444,31 @@ export function createScheduler(
   if (nameKarras && options.karras === false) {
     throw new RangeError(`createScheduler: "${name}" asks for Karras sigmas but karras is false`);
   }
-  const karras = options.karras ?? nameKarras;
+  const schedule = options.schedule;
+  if (schedule !== undefined && !(SIGMA_SCHEDULES as readonly string[]).includes(schedule)) {
+    throw new RangeError(
+      `createScheduler: schedule ${JSON.stringify(schedule)} is not one of ${
+        SIGMA_SCHEDULES.join(", ")
+      }`,
+    );
+  }
+  if (schedule !== undefined && schedule !== "karras" && (nameKarras || options.karras)) {
+    throw new RangeError(
+      `createScheduler: "${name}" asks for Karras sigmas but the schedule is ${schedule}; drop ` +
+        `one (${info.a1111} takes any schedule)`,
+    );
+  }
+  const karras = schedule === "karras" ? true : schedule !== undefined ? false : options.karras ??
+    nameKarras;
+  const exponential = schedule === "exponential";
+  if (exponential && !info.options.includes("karras")) {
+    const takers = SAMPLERS.filter((s) => s.options.includes("karras")).map((s) => s.kind);
+    throw new RangeError(
+      `createScheduler: the exponential schedule applies to the sigma samplers (${
+        takers.join(", ")
+      }), not ${info.kind}; drop the schedule`,
+    );
+  }
   const given: [SamplerOption, boolean][] = [
     ["karras", karras === true],
     ["eta", options.eta !== undefined && options.eta !== 0],
@@ -423,5 +482,8 @@ export function createScheduler(
       );
     }
   }
-  return info.create({ ...config, ...preset }, { ...options, karras });
+  const sigmaPreset = schedule === undefined || !info.options.includes("karras")
+    ? {}
+    : { use_exponential_sigmas: exponential };
+  return info.create({ ...config, ...preset, ...sigmaPreset }, { ...options, karras });
 }

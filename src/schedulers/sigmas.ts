@@ -26,6 +26,51 @@ import {
 } from "./common.ts";
 
 /**
+ * The exponential σ schedule (k-diffusion's `get_sigmas_exponential`, diffusers' (≥ 0.31)
+ * `use_exponential_sigmas`, A1111's and stable-diffusion.cpp's "exponential" schedule): `steps` σ
+ * evenly spaced in log σ from `sigmaMax` down to `sigmaMin`.
+ *
+ * @example
+ * ```ts
+ * import { exponentialSigmas } from "./sigmas.ts";
+ * console.log(exponentialSigmas(0.1, 10, 3)); // [10, 1, 0.1] (to rounding)
+ * ```
+ */
+export function exponentialSigmas(sigmaMin: number, sigmaMax: number, steps: number): number[] {
+  return npLinspace(Math.log(sigmaMax), Math.log(sigmaMin), steps).map(Math.exp);
+}
+
+/**
+ * How a sigma-based sampler spaces its σ: the caller's `karras` over the config's
+ * `use_karras_sigmas` and `use_exponential_sigmas` (at most one may be set, as diffusers says);
+ * the effective choice is written back into the config.
+ *
+ * @example
+ * ```ts
+ * import { ConfigReader } from "./common.ts";
+ * import { sigmaSpacing } from "./sigmas.ts";
+ * const r = new ConfigReader("X", { use_karras_sigmas: false }, { use_exponential_sigmas: true });
+ * console.log(sigmaSpacing(r, undefined)); // { karras: false, exponential: true }
+ * ```
+ */
+export function sigmaSpacing(
+  r: ConfigReader,
+  karrasOption: boolean | undefined,
+): { karras: boolean; exponential: boolean } {
+  const karras = karrasOption ?? r.values.use_karras_sigmas === true;
+  const exponential = r.values.use_exponential_sigmas === true && karrasOption !== true;
+  if (karras && exponential) {
+    throw new RangeError(
+      `${r.values._class_name} config: use_karras_sigmas and use_exponential_sigmas are both ` +
+        `true; choose one schedule`,
+    );
+  }
+  r.values.use_karras_sigmas = karras;
+  r.values.use_exponential_sigmas = exponential;
+  return { karras, exponential };
+}
+
+/**
  * A schedule: one timestep and one σ per step (the final σ is the caller's), plus the training
  * table of σ.
  *
@@ -64,7 +109,12 @@ export function discreteSchedule(
   r: ConfigReader,
   alphasCumprod: Float64Array,
   steps: number,
-  options: { karras: boolean; roundKarras?: boolean; range?: [number?, number?] },
+  options: {
+    karras: boolean;
+    exponential?: boolean;
+    roundKarras?: boolean;
+    range?: [number?, number?];
+  },
 ): SigmaSchedule {
   const table = sigmaTable(alphasCumprod);
   const ts = timestepGrid(spacing(r), alphasCumprod.length, steps, {
@@ -72,13 +122,13 @@ export function discreteSchedule(
   });
   let sigmas = ts.map((t) => interpTable(t, table));
   let timesteps = ts;
-  if (options.karras) {
+  if (options.karras || options.exponential) {
     const logSigmas = logTable(table);
     const lo = options.range?.[0] ?? sigmas[sigmas.length - 1];
     const hi = options.range?.[1] ?? sigmas[0];
-    sigmas = karrasSigmas(lo, hi, steps);
+    sigmas = options.karras ? karrasSigmas(lo, hi, steps) : exponentialSigmas(lo, hi, steps);
     timesteps = sigmas.map((s) => sigmaToT(s, logSigmas));
-    if (options.roundKarras) timesteps = timesteps.map(roundHalfEven);
+    if (options.karras && options.roundKarras) timesteps = timesteps.map(roundHalfEven);
   }
   return { timesteps: timesteps.map(f32), sigmas, table };
 }
@@ -104,7 +154,7 @@ export function dpmSchedule(
   r: ConfigReader,
   alphasCumprod: Float64Array,
   steps: number,
-  options: { karras: boolean; last?: number },
+  options: { karras: boolean; exponential?: boolean; last?: number },
 ): SigmaSchedule {
   const train = alphasCumprod.length;
   const last = options.last ?? train;
@@ -120,10 +170,16 @@ export function dpmSchedule(
   } else {
     timesteps = npArange(last, 0, -train / steps).map((t) => roundHalfEven(t) - 1);
   }
-  if (options.karras) {
+  if (options.karras || options.exponential) {
     const logSigmas = logTable(table);
-    const sigmas = karrasSigmas(table[0], table[train - 1], steps);
-    timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+    if (options.karras) {
+      const sigmas = karrasSigmas(table[0], table[train - 1], steps);
+      timesteps = sigmas.map((s) => roundHalfEven(sigmaToT(s, logSigmas)));
+      return { timesteps, sigmas, table };
+    }
+    // newer diffusers: no .round() here, then .astype(int64) truncates
+    const sigmas = exponentialSigmas(table[0], table[train - 1], steps);
+    timesteps = sigmas.map((s) => Math.trunc(sigmaToT(s, logSigmas)));
     return { timesteps, sigmas, table };
   }
   return { timesteps, sigmas: timesteps.map((t) => interpTable(t, table)), table };

@@ -21,7 +21,7 @@ import {
   type StepPlan,
 } from "./common.ts";
 import type { EulerOptions } from "./euler.ts";
-import { dpmSchedule, vpOf, x0Coefs } from "./sigmas.ts";
+import { dpmSchedule, sigmaSpacing, vpOf, x0Coefs } from "./sigmas.ts";
 
 /**
  * diffusers' `UniPCMultistepScheduler` defaults.
@@ -129,7 +129,6 @@ export class UniPCMultistepScheduler extends SchedulerBase {
     if (r.values.solver_p !== null && r.values.solver_p !== undefined) {
       throw new RangeError(`${cls} config: "solver_p" (an external predictor) is not supported`);
     }
-    r.refuse("use_exponential_sigmas", "set it false (not in diffusers 0.30.3)");
     r.refuse("use_beta_sigmas", "set it false (not in diffusers 0.30.3)");
     const solver = r.str("solver_type", ["bh1", "bh2"] as const);
     const finalZero = r.str("final_sigmas_type", ["zero", "sigma_min"] as const) === "zero";
@@ -137,10 +136,13 @@ export class UniPCMultistepScheduler extends SchedulerBase {
     if (!Array.isArray(disable) || disable.some((d) => !Number.isInteger(d))) {
       throw new TypeError(`${cls} config: "disable_corrector" must be a list of step indices`);
     }
-    const karras = options.karras ?? r.bool("use_karras_sigmas");
-    r.values.use_karras_sigmas = karras;
-    const s = dpmSchedule(r, alphasCumprod, steps, { karras });
-    const lastSigma = finalZero ? 0 : karras ? s.sigmas[s.sigmas.length - 1] : s.table[0];
+    const { karras, exponential } = sigmaSpacing(r, options.karras);
+    const s = dpmSchedule(r, alphasCumprod, steps, { karras, exponential });
+    const lastSigma = finalZero
+      ? 0
+      : karras || exponential
+      ? s.sigmas[s.sigmas.length - 1]
+      : s.table[0];
     super(cls, {
       timesteps: s.timesteps,
       sigmas: [...s.sigmas, lastSigma].map(f32),

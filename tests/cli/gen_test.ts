@@ -37,6 +37,7 @@ Deno.test({
       for (const line of lines) assert.match(line, PROGRESS);
       const last = PROGRESS.exec(lines.at(-1)!)!;
       assert.equal(last[3], last[4], "the last progress line is the last step");
+      assert.equal(last[4], "2", "PNDM --steps 2 makes 3 U-Net calls and counts 2 steps, as PLMS");
       assert.ok(!first.stderr.includes("\r"), "no carriage returns when stderr is not a TTY");
       assert.ok(lines.length <= 5, "a few plain lines, not one per step");
       assert.match(first.stderr, /^\[1\/1\] decoding 128×128 with the VAE$/m);
@@ -164,12 +165,14 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gen: sd.cpp spellings; seeds up to 2^64−1 reach the file name, metadata and noise exactly",
+  name:
+    "gen: sd.cpp spellings and --schedule; seeds up to 2^64−1 reach name, metadata and noise exactly",
   ignore: MODEL === undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "denoise_gen_" });
     try {
-      const common = ["-m", MODEL!, "-W", "64", "-H", "64", "--steps", "1", "--cfg-scale", "3"];
+      const common = ["-m", MODEL!, "-W", "64", "-H", "64", "--steps", "2", "--cfg-scale", "3"]
+        .concat(["--sampling-method", "DPM++2M", "--schedule", "exponential"]);
       const [big, small, random] = await Promise.all([
         gen(["-p", "a cat", ...common, "-s", "18446744073709551614", "-b", "2", "-o", `${dir}/a`]),
         gen(["-p", "a cat", ...common, "-s", "4294967294", "--output", `${dir}/b.png`]),
@@ -181,7 +184,10 @@ Deno.test({
         `${dir}/a/00001-18446744073709551615.png`,
       ]);
       const a = await parameters(`${dir}/a/00000-18446744073709551614.png`);
-      assert.match(a.text, /Steps: 1, .*CFG scale: 3, Seed: 18446744073709551614, Size: 64x64/);
+      assert.match(
+        a.text,
+        /Steps: 2, Sampler: DPM\+\+ 2M, Schedule type: Exponential, CFG scale: 3, Seed: 18446744073709551614, Size: 64x64/,
+      );
       const last = await parameters(`${dir}/a/00001-18446744073709551615.png`);
       assert.match(last.text, /Seed: 18446744073709551615,/);
       // torch's CPU generator uses the seed's low 32 bits: 2^64−2 draws what 2^32−2 draws

@@ -34,9 +34,10 @@ Deno.test({
         gen(["a fox", "-m", broken, "-o", `${dir}/out/`]),
         gen([...m, "--taesd", `${dir}/missing.safetensors`]),
         gen([...m, "--vae-tile-size", "60"]),
+        gen([...m, "--schedule", "exponential"]),
       ]);
-      const [steps, clipSkip, width, env, noRead, config, taesd, tile] = results;
-      usage(steps, /^error: --steps 1000 with the model's PNDMScheduler: .*timestep 1000 falls/m);
+      const [steps, clipSkip, width, env, noRead, config, taesd, tile, schedule] = results;
+      usage(steps, /^error: the model's PNDMScheduler with --steps 1000: .*timestep 1000 falls/m);
       usage(clipSkip, /^error: --clip-skip 3: this model's text encoder has 2 layers: use 1 … 2$/m);
       usage(width, /^error: -W 100 is not a multiple of 8 .*; try 96 or 104$/m);
       usage(env, /^error: DENOISE_MODEL=\/nope: no such file or folder$/m);
@@ -48,6 +49,10 @@ Deno.test({
       );
       usage(taesd, /^error: --taesd .*missing\.safetensors: no such file or folder$/m);
       usage(tile, /^error: --vae-tile-size 60: VAE tile size 60 px is not a multiple of 32/m);
+      usage(
+        schedule,
+        /^error: the model's PNDMScheduler with --steps 20 and --schedule exponential: the exponential schedule applies to the sigma samplers \(euler, .*\), not pndm/m,
+      );
       for (const r of results) {
         assert.doesNotMatch(r.stderr, /^loaded /m, `refused before loading:\n${r.stderr}`);
         assert.doesNotMatch(r.stderr, /internal error|TypeError/);
