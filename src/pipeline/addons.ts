@@ -11,6 +11,7 @@ import { activateLoras, type ActiveLora, applyLoras, type LoraSpec } from "./lor
 import { parseExtraNetworks } from "./extra_networks.ts";
 import type { Pipeline } from "./load.ts";
 import { sha256File } from "../weights/hashes.ts";
+import { loadLora, type LoraModelInfo, matchLora } from "../weights/lora.ts";
 import { openSafetensors } from "../weights/safetensors.ts";
 import { loadEmbedding, type TextualInversion } from "../weights/textual_inversion.ts";
 
@@ -91,6 +92,51 @@ export async function checkAddonPaths(options: AddonOptions): Promise<void> {
       throw new Error(`${f} does not exist: check the path`);
     }
   }
+}
+
+/**
+ * Reads the LoRA files of `specs` and matches them against a checkpoint's tensor shapes (from
+ * their headers: `openComponent`'s maps), so a wrong file fails before the model's weights are
+ * read. Returns the specs with the LoRAs loaded.
+ *
+ * @example
+ * ```ts
+ * import { checkLoras } from "./addons.ts";
+ * import { openComponent, openModelSource } from "../weights/source.ts";
+ * const src = await openModelSource("models/sd15");
+ * const specs = await checkLoras([{ lora: "loras/ink.safetensors" }], {
+ *   unet: await openComponent(src, "unet"),
+ *   textEncoder: await openComponent(src, "text_encoder"),
+ *   unetConfig: src.configs.unet,
+ * });
+ * ```
+ */
+export async function checkLoras(
+  specs: readonly LoraSpec[],
+  model: { unet: ShapeTable; textEncoder: ShapeTable; unetConfig: LoraModelInfo["unetConfig"] },
+): Promise<LoraSpec[]> {
+  if (specs.length === 0) return [];
+  const shapes = (c: ShapeTable) => new Map([...c.keys()].map((k) => [k, c.info(k)!.shape]));
+  const info = {
+    unet: shapes(model.unet),
+    textEncoder: shapes(model.textEncoder),
+    unetConfig: model.unetConfig,
+  };
+  const out: LoraSpec[] = [];
+  for (const spec of specs) {
+    const lora = typeof spec.lora === "string" ? await loadLora(spec.lora) : spec.lora;
+    matchLora(lora, info);
+    out.push({ ...spec, lora });
+  }
+  return out;
+}
+
+/** Keys and shapes of a component, read from headers only (`ComponentTensors` fits). */
+export interface ShapeTable {
+  /** The keys. */
+  keys(): Iterable<string>;
+  /** A key's shape. */
+  info(key: string): { shape: number[] } | undefined;
 }
 
 /**

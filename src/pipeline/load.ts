@@ -21,7 +21,7 @@ import {
   openVaeSource,
 } from "../weights/source.ts";
 import type { PredictionType } from "../weights/detect.ts";
-import { type AddonOptions, checkAddonPaths, initAddons } from "./addons.ts";
+import { type AddonOptions, checkAddonPaths, checkLoras, initAddons } from "./addons.ts";
 
 /** Options for {@link loadPipeline}; the add-ons (`vae`, `loras`, `loraDir`, `embeddings`, `embeddingDir`) are {@link AddonOptions}. */
 export interface LoadPipelineOptions extends AddonOptions {
@@ -135,6 +135,13 @@ export async function loadPipeline(
     const tokenizer = await openTokenizer(path, source, options, helper?.root);
     // Each tensor is read from the file when its model takes it, uploaded, and dropped.
     const unetTensors = await openComponent(source, "unet");
+    const textTensors = await openComponent(source, "text_encoder");
+    // LoRAs are read and matched against the checkpoint's shapes before its weights are read
+    const loras = await checkLoras(options.loras ?? [], {
+      unet: unetTensors,
+      textEncoder: textTensors,
+      unetConfig: configs.unet,
+    });
     const first = unetTensors.keys().next().value;
     const dtype = chooseDType(
       rt,
@@ -158,7 +165,7 @@ export async function loadPipeline(
     });
     disposers.push(() => vae.dispose());
     const textEncoder = ClipTextModel.load(rt, {
-      tensors: await openComponent(source, "text_encoder"),
+      tensors: textTensors,
       config: configs.text_encoder,
       dtype,
     });
@@ -185,7 +192,8 @@ export async function loadPipeline(
       [Symbol.dispose]: dispose,
     };
     const vaeName = options.vae?.replace(/\/+$/, "").split("/").pop();
-    await initAddons(pipe, options, vaeSource && { name: vaeName!, weights: vaeSource.weights });
+    const vaeInfo = vaeSource && { name: vaeName!, weights: vaeSource.weights };
+    await initAddons(pipe, { ...options, loras }, vaeInfo);
     return pipe;
   } catch (e) {
     for (const d of disposers) d();

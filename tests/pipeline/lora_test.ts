@@ -255,6 +255,16 @@ Deno.test({
       applyLoras(pipe, [{ lora: await write("sd2", v2.bytes) }]),
       /is a LoRA for SD 2\.x \(its proj_in\/proj_out are linear \(SD 2\.x\).*the model is SD 1\.x/,
     );
+    const runtime0 = await testRuntime();
+    await assert.rejects(
+      loadPipeline(SD15, {
+        dtype: "f32",
+        runtime: runtime0,
+        loras: [{ lora: `${TMP}/sd2.safetensors` }],
+      }),
+      /is a LoRA for SD 2\.x/,
+      "loadPipeline({ loras }) matches them before reading the weights",
+    );
     const tagged = makeLora(shapes, {
       format: "kohya",
       dtype: "F16",
