@@ -91,3 +91,16 @@ Deno.test("schedule: the config's use_exponential_sigmas works as in diffusers; 
   // discrete is every sampler's own grid, so it is accepted everywhere
   assert.equal(createScheduler("ddim", SD15, { steps: 4, schedule: "discrete" }).kind, "ddim");
 });
+
+Deno.test("sampler names: sd.cpp methods without a row say so and name the closest", () => {
+  assert.throws(
+    () => createScheduler("dpm++2mv2", SD15, { steps: 4 }),
+    /^RangeError: stable-diffusion\.cpp's "dpm\+\+2mv2" has no equivalent here yet; dpm\+\+2m is the closest/,
+  );
+  for (const n of ["dpm++2s_a", "ipndm", "ipndm_v", "TCD"]) {
+    assert.throws(
+      () => createScheduler(n, SD15, { steps: 4 }),
+      /has no equivalent here yet; .* closest/,
+    );
+  }
+});

@@ -319,6 +319,15 @@ function nameTable(): Map<string, ResolvedSampler> {
 
 let names: Map<string, ResolvedSampler> | undefined;
 
+/** stable-diffusion.cpp `--sampling-method` names with no row yet, and the closest row. */
+const SDCPP_WITHOUT_EQUIVALENT: Readonly<Record<string, string>> = {
+  "dpm++2mv2": "dpm++2m is the closest (the same multistep solver without v2's step-size tweak)",
+  "dpm++2s_a": "dpmpp_2s (not ancestral) or euler_a (ancestral) are the closest",
+  "ipndm": "pndm (PLMS, the same pseudo linear multistep idea) is the closest",
+  "ipndm_v": "pndm (PLMS) is the closest",
+  "tcd": "lcm is the closest",
+};
+
 /**
  * The names {@link resolveSchedulerName} accepts (case-insensitive), grouped by origin.
  *
@@ -357,6 +366,12 @@ export const SCHEDULER_NAMES: Readonly<
 export function resolveSchedulerName(name: string): ResolvedSampler {
   names ??= nameTable();
   const hit = names.get(norm(name));
+  const missing = SDCPP_WITHOUT_EQUIVALENT[norm(name)];
+  if (!hit && missing) {
+    throw new RangeError(
+      `stable-diffusion.cpp's ${JSON.stringify(name)} has no equivalent here yet; ${missing}`,
+    );
+  }
   if (!hit) {
     const n = SCHEDULER_NAMES;
     throw new RangeError(
