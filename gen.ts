@@ -216,7 +216,7 @@ async function generate(values: FlagValues<typeof FLAGS>, run: Run): Promise<voi
   );
 }
 
-/** `decoding 1088×1024 with the VAE in 4 tiles (…)`: what the decode phase will do. */
+/** `decoding 1088×1024 with the VAE in 9 tiles of 512 px (…)`: what the decode phase will do. */
 function decodePhase(
   pipe: Pipeline,
   shape: readonly number[],

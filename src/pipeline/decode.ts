@@ -126,7 +126,7 @@ export async function decodeLatents(
  * import { loadPipeline } from "./load.ts";
  * import { vaeTiles } from "./decode.ts";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
- * console.log(vaeTiles(pipe, [1, 4, 128, 136])?.count); // 4: 1088×1024 exceeds 128 MiB whole
+ * console.log(vaeTiles(pipe, [1, 4, 128, 136])?.count); // 9: 1088×1024 exceeds 128 MiB whole
  * ```
  */
 export function vaeTiles(

@@ -3,8 +3,8 @@
  * `--vae-tiling`: the latents are cut into overlapping square tiles (a quarter overlap), each tile
  * is decoded on its own, and the seams are blended linearly — each tile with the one above, then
  * with the one to its left, in place and in that order, exactly as diffusers' `tiled_decode`. A
- * decode that would need a buffer beyond the GPU's binding limit is tiled automatically, with tiles
- * small enough to fit.
+ * decode that would need a buffer beyond 90 % of the GPU's binding limit is tiled automatically,
+ * with the largest tiles that fit in it.
  *
  * Each tile's GroupNorms see only that tile, so a tiled image differs slightly from an untiled one
  * (as in diffusers); the blend hides the seams.
@@ -66,6 +66,9 @@ export interface VaeTilingOptions {
   bytesPerValue?: number;
 }
 
+/** The share of the GPU's binding limit a decode plans to use. */
+export const HEADROOM = 0.9;
+
 /** diffusers' `tile_overlap_factor`. */
 export const TILE_OVERLAP = 0.25;
 
@@ -109,7 +112,7 @@ export function vaeDecodeBytes(
  * const tiny = { block_out_channels: [32, 32, 64, 64], sample_size: 128 };
  * // 1088×1024 on the tiny VAE needs a 142 MB buffer; llvmpipe binds 128 MiB
  * const plan = planVaeTiles(tiny, { height: 128, width: 136, maxBindingBytes: 2 ** 27 });
- * console.log(plan?.tile, plan?.count); // 128 4
+ * console.log(plan?.tile, plan?.count); // 64 9
  * ```
  */
 export function planVaeTiles(
@@ -119,7 +122,8 @@ export function planVaeTiles(
   const { height, width, tiling = "auto" } = options;
   const factor = 2 ** (config.block_out_channels.length - 1);
   const bytes = options.bytesPerValue ?? 4;
-  const limit = options.maxBindingBytes ?? Infinity;
+  // a tenth of the limit is kept for buffers the estimate does not count
+  const limit = (options.maxBindingBytes ?? Infinity) * HEADROOM;
   const wholeBytes = vaeDecodeBytes(config, { height, width, bytesPerValue: bytes });
   if (tiling === false || (tiling === "auto" && wholeBytes <= limit)) return undefined;
   const pixels = options.tileSize ?? config.sample_size ?? 512;
@@ -141,7 +145,8 @@ export function planVaeTiles(
     throw new RangeError(
       `even a ${tile * factor}-pixel VAE tile needs ${
         vaeDecodeBytes(config, { height: tile, width: tile, bytesPerValue: bytes })
-      } bytes, beyond this GPU's ${limit}-byte binding limit: decode with TAESD instead`,
+      } bytes, beyond this GPU's ${options.maxBindingBytes}-byte binding limit: decode with TAESD ` +
+        `instead`,
     );
   }
   if (height <= tile && width <= tile) return undefined;
