@@ -355,7 +355,9 @@ export function helpText(
     const def = row.shown ??
       (row.default === undefined || row.default === false
         ? undefined
-        : JSON.stringify(row.default));
+        : row.default === ""
+        ? '""'
+        : String(row.default));
     const body = row.help + (def !== undefined ? ` (default ${def})` : "") +
       (row.env ? `; or set ${row.env}` : "");
     const list = groups.get(row.group) ?? [];

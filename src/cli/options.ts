@@ -203,8 +203,7 @@ export const FLAGS = {
     short: "W",
     group: "Sampling",
     value: "N",
-    help:
-      "image width in pixels, a multiple of the model's factor (64 for SD); default: the model's",
+    help: "image width in pixels, a multiple of the VAE's factor (8 for SD); default: the model's",
     parse: parseSize,
   }),
   height: flag.custom({
