@@ -37,8 +37,8 @@ const stderr = (text: string) => Deno.stderr.writeSync(new TextEncoder().encode(
  * message names the flag as typed and the fix.
  *
  * @example
- * ```ts
- * import { main } from "./gen.ts";
+ * ```ts no-run
+ * import { main } from "@denoise/sd/gen";
  * await main(["a red fox", "--model", "tests/fixtures/models/tiny-sd15", "--steps", "4"]);
  * ```
  */

@@ -1,67 +1,52 @@
 /**
  * denoise — Stable Diffusion in TypeScript on Deno's built-in WebGPU, with its own WGSL kernels.
  *
- * Text to image in four composable steps — `loadPipeline`, `encodePrompt`, `sampleLatents` (an
- * async generator that yields after every step) and `decodeLatents` — plus the pieces they are made
- * of: the GPU runtime and ops, the tokenizer, the schedulers, torch-compatible noise, PNG helpers.
+ * This entry point is the pipeline: {@link loadPipeline}, then {@link generate} for pictures in one
+ * call, or the three steps it is made of — {@link encodePrompt}, {@link sampleLatents} (an async
+ * generator that yields after every step: preview, time or stop) and {@link decodeLatents} — plus
+ * LoRA and textual-inversion add-ons, the samplers' names, PNG helpers and the types of it all.
+ * The pieces underneath live in the subpath exports: `@denoise/sd/gpu` (runtime, tensors, scopes),
+ * `/ops`, `/models`, `/weights`, `/tokenizer`, `/schedulers`, `/pipeline` (its building blocks),
+ * `/io`, and `/gen`, the command line (`deno run -A jsr:@denoise/sd/gen "a prompt"`).
  *
- * @example
- * ```ts
- * import { decodeLatents, encodePng, encodePrompt, loadPipeline, sampleLatents } from "@denoise/sd";
- * const pipe = await loadPipeline("path/to/stable-diffusion-v1-5");
- * const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
+ * GPU memory is freed by `dispose()`, by `using` declarations, or by `rt.scope()`; the latents
+ * `sampleLatents` yields last belong to the caller.
+ *
+ * @example One call
+ * ```ts no-run
+ * import { generate, loadPipeline } from "@denoise/sd";
+ * using pipe = await loadPipeline("path/to/stable-diffusion-v1-5");
+ * const [image] = await generate(pipe, "a photo of an astronaut riding a horse on mars", {
+ *   steps: 25,
+ *   seed: 42,
+ * });
+ * await image.save("astronaut.png");
+ * ```
+ *
+ * @example The three steps
+ * ```ts no-run
+ * import {
+ *   decodeLatents,
+ *   encodePng,
+ *   encodePrompt,
+ *   loadPipeline,
+ *   sampleLatents,
+ * } from "@denoise/sd";
+ * using pipe = await loadPipeline("path/to/stable-diffusion-v1-5");
+ * using embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
  * let latents;
  * for await (const step of sampleLatents(pipe, embeds, { steps: 20, seed: 42 })) {
- *   latents = step.latents;
+ *   latents = step.latents; // valid until the next step; the last one is ours
  * }
- * const image = await decodeLatents(pipe, latents!);
+ * using last = latents!;
+ * const image = await decodeLatents(pipe, last);
  * await Deno.writeFile("astronaut.png", encodePng(image));
  * ```
  *
  * @module
  */
-export {
-  assertNotLost,
-  type DType,
-  getGpu,
-  type Gpu,
-  type GpuOptions,
-  NO_ADAPTER_HELP,
-  supportsDType,
-} from "./src/gpu/device.ts";
-export {
-  type Dispatch,
-  grid1d,
-  KERNEL_TEMPLATES,
-  Runtime,
-  type RuntimeOptions,
-} from "./src/gpu/runtime.ts";
-export { dtypeBytes, numel, Tensor } from "./src/gpu/tensor.ts";
-export { BufferPool, type PoolStats, sizeClass } from "./src/gpu/pool.ts";
-export {
-  type CompiledKernel,
-  keyString,
-  loadTemplates,
-  PipelineCache,
-  type PipelineKey,
-  registerTemplate,
-  renderKernel,
-} from "./src/gpu/kernel.ts";
-export { type ProfileEntry, Profiler, type ProfileRow } from "./src/gpu/profiler.ts";
-export {
-  binary,
-  type BinaryOp,
-  cast,
-  lincomb,
-  unary,
-  type UnaryOp,
-} from "./src/ops/elementwise.ts";
-export { type NpyArray, parseNpy, readNpy } from "./src/io/npy.ts";
-export {
-  type ClipTokenizer,
-  loadTokenizer,
-  type LoadTokenizerOptions,
-} from "./src/tokenizer/mod.ts";
+export { generate, type GenerateOptions, type GenerateProgress } from "./src/pipeline/generate.ts";
+export { GeneratedImage, type GenerationInfo } from "./src/pipeline/image.ts";
 export {
   inspectModel,
   latentFactor,
@@ -77,7 +62,6 @@ export {
 } from "./src/pipeline/encode.ts";
 export {
   checkSampleOptions,
-  runPlanGpu,
   sampleLatents,
   type SampleOptions,
   type SampleStep,
@@ -85,7 +69,13 @@ export {
   schedulerFor,
   sizeFactor,
 } from "./src/pipeline/sample.ts";
-export { type DecodedImage, decodeLatents, type DecodeOptions } from "./src/pipeline/decode.ts";
+export {
+  type DecodedImage,
+  decodeLatents,
+  type DecodeOptions,
+  type VaeTilingOptions,
+} from "./src/pipeline/decode.ts";
+export { loadTaesdDecoder, type TaesdDecoder, type TaesdOptions } from "./src/models/taesd.ts";
 export {
   type ActiveLora,
   activeLoras,
@@ -102,65 +92,32 @@ export {
   pipelineEmbeddings,
   type VaeInfo,
 } from "./src/pipeline/addons.ts";
-export {
-  loadLora,
-  type Lora,
-  type LoraFactor,
-  type LoraFamily,
-  type LoraModule,
-} from "./src/weights/lora.ts";
+export { loadLora, type Lora } from "./src/weights/lora.ts";
 export { loadEmbedding, type TextualInversion } from "./src/weights/textual_inversion.ts";
-export {
-  binaryMask,
-  defaultStrength,
-  imageToChw,
-  maskToLatent,
-  strengthSchedule,
-} from "./src/pipeline/condition.ts";
-export * from "./src/pipeline/prompt_parse.ts";
+export { StrictImportError } from "./src/weights/strict.ts";
 export { type Rng, torchRandn } from "./src/rng/torch_randn.ts";
 export {
   a1111Name,
   a1111ScheduleType,
-  createScheduler,
-  type CreateSchedulerOptions,
   resolveSchedulerName,
   type SamplerInfo,
   samplerInfo,
   SAMPLERS,
   type Scheduler,
-  SCHEDULER_NAMES,
   type SchedulerConfig,
-  type StepPlan,
 } from "./src/schedulers/mod.ts";
-export { runPlanCpu, sampleCpu } from "./src/schedulers/cpu.ts";
-export * from "./src/io/png.ts";
+export {
+  type A1111Parameters,
+  type DecodedPng,
+  decodePng,
+  encodePng,
+  type EncodePngOptions,
+  formatA1111Parameters,
+  type RgbaImage,
+  writePngFile,
+  type WritePngFileOptions,
+} from "./src/io/png.ts";
 export { resizeImage, type ResizeOptions } from "./src/io/resize.ts";
-export {
-  closeModelSource,
-  type ModelSource,
-  openModelSource,
-  readComponent,
-} from "./src/weights/source.ts";
-export { openSafetensors, type SafetensorsFile } from "./src/weights/safetensors.ts";
-export { StrictImportError } from "./src/weights/strict.ts";
-export { checkComponentConfig, checkModelConfigs } from "./src/weights/config_check.ts";
-export { linear, type LinearOptions, matmul, type MatmulOptions } from "./src/ops/gemm.ts";
-export { conv2d, type Conv2dOptions } from "./src/ops/conv2d.ts";
-export { groupNorm, layerNorm } from "./src/ops/norm.ts";
-export { attention, type AttentionOptions, attentionQkv } from "./src/ops/attention.ts";
-export {
-  batchConcat,
-  batchSlice,
-  concatChannels,
-  nchwToTokens,
-  tokensToNchw,
-  upsampleNearest2x,
-} from "./src/ops/layout.ts";
-export { geglu } from "./src/ops/geglu.ts";
-export { ClipTextModel, type ClipTextOutput } from "./src/models/clip.ts";
-export { UNet2DConditionModel, type UNetForwardOptions } from "./src/models/unet.ts";
-export { AutoencoderKL } from "./src/models/vae.ts";
-export { loadTaesdDecoder, type TaesdDecoder } from "./src/models/taesd.ts";
-export { timestepEmbedding } from "./src/models/embeddings.ts";
-export { SD15, SD21 } from "./src/weights/configs.ts";
+export type { DType } from "./src/gpu/device.ts";
+export type { Runtime } from "./src/gpu/runtime.ts";
+export type { Tensor } from "./src/gpu/tensor.ts";

@@ -28,7 +28,7 @@
  * exits with status 2 on it, as getopt tools do.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { UsageError } from "./flags.ts";
  * throw new UsageError("--steps 0: use a whole number ≥ 1");
  * ```

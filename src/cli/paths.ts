@@ -4,7 +4,7 @@
  * unreadable one, and a path from an environment variable is named as such.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { checkReadable } from "./paths.ts";
  * await checkReadable("models/sd15", "--model").catch((e) => console.log(e.message));
  * ```
@@ -57,7 +57,7 @@ export function explainFsError(
  * {@link UsageError} that quotes how it was given: `--model x`, `-m x`, or `DENOISE_MODEL=x`.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { checkReadable } from "./paths.ts";
  * await checkReadable("tests/fixtures/models/tiny-sd15", "DENOISE_MODEL");
  * ```

@@ -6,7 +6,7 @@
  * {@link UsageError} quoting the flag as the user typed it.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { preflight } from "./preflight.ts";
  * import { parseFlags } from "./flags.ts";
  * import { FLAGS } from "./options.ts";
@@ -51,7 +51,7 @@ type Spelled = Partial<Record<keyof typeof FLAGS, string>>;
  * Checks the flags against the model and the GPU, before any weights are read.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { preflight } from "./preflight.ts";
  * import { parseFlags } from "./flags.ts";
  * import { FLAGS } from "./options.ts";

@@ -64,7 +64,7 @@ let shared: Promise<Gpu> | undefined;
  *
  * @example
  * ```ts
- * import { getGpu } from "./device.ts";
+ * import { getGpu } from "@denoise/sd/gpu";
  * const gpu = await getGpu();
  * console.log(gpu.adapterName, gpu.hasF16);
  * ```
@@ -127,7 +127,7 @@ const lostState = new WeakMap<GPUDevice, { lost?: string }>();
  *
  * @example
  * ```ts
- * import { assertNotLost, getGpu } from "./device.ts";
+ * import { assertNotLost, getGpu } from "@denoise/sd/gpu";
  * assertNotLost((await getGpu()).device);
  * ```
  */
@@ -145,7 +145,7 @@ export function assertNotLost(device: GPUDevice): void {
  *
  * @example
  * ```ts
- * import { getGpu, supportsDType } from "./device.ts";
+ * import { getGpu, supportsDType } from "@denoise/sd/gpu";
  * const dtype = supportsDType(await getGpu(), "f16") ? "f16" : "f32";
  * ```
  */

@@ -30,7 +30,7 @@ export interface PipelineKey<P extends { [k: string]: ParamValue } = { [k: strin
  *
  * @example
  * ```ts
- * import { keyString } from "./kernel.ts";
+ * import { keyString } from "@denoise/sd/gpu";
  * keyString({ kernel: "elementwise", params: { op: "add", dtype: "f32" } });
  * // 'elementwise{dtype=f32,op=add}'
  * ```
@@ -73,7 +73,7 @@ export function loadTemplates(names: readonly string[]): Promise<void> {
  *
  * @example
  * ```ts
- * import { registerTemplate } from "./kernel.ts";
+ * import { registerTemplate } from "@denoise/sd/gpu";
  * registerTemplate("fill", "@group(0) @binding(1) var<storage, read_write> y: array<f32>;\n" +
  *   "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) i: vec3<u32>) { y[i.x] = 1.0; }");
  * ```
@@ -89,9 +89,10 @@ export function registerTemplate(name: string, text: string): void {
  *
  * @example
  * ```ts
- * import { loadTemplates, renderKernel } from "./kernel.ts";
+ * import { loadTemplates, renderKernel } from "@denoise/sd/gpu";
  * await loadTemplates(["elementwise"]);
- * const wgsl = renderKernel({ kernel: "elementwise", params: { op: "silu", dtype: "f32", wg: 256 } });
+ * const params = { mode: "unary", op: "silu", dtype: "f32", out_dtype: "f32", terms: 1, wg: 256 };
+ * const wgsl = renderKernel({ kernel: "elementwise", params });
  * ```
  */
 export function renderKernel(key: PipelineKey): string {
@@ -124,7 +125,7 @@ export interface CompiledKernel {
  *
  * @example
  * ```ts
- * import { formatCompileErrors } from "./kernel.ts";
+ * import { formatCompileErrors } from "@denoise/sd/gpu";
  * formatCompileErrors("gemm{dtype=f32}", "fn main() {}", []);
  * ```
  */
@@ -150,11 +151,11 @@ export function formatCompileErrors(
  *
  * @example
  * ```ts
- * import { getGpu } from "./device.ts";
- * import { loadTemplates, PipelineCache } from "./kernel.ts";
+ * import { getGpu, loadTemplates, PipelineCache } from "@denoise/sd/gpu";
  * await loadTemplates(["elementwise"]);
  * const cache = new PipelineCache((await getGpu()).device);
- * const k = cache.get({ kernel: "elementwise", params: { op: "silu", dtype: "f32", wg: 256 } });
+ * const params = { mode: "unary", op: "silu", dtype: "f32", out_dtype: "f32", terms: 1, wg: 256 };
+ * const k = cache.get({ kernel: "elementwise", params });
  * console.log(await k.check);
  * ```
  */

@@ -13,6 +13,7 @@ export * from "./device.ts";
 export * from "./kernel.ts";
 export * from "./pool.ts";
 export * from "./profiler.ts";
+export { DEFAULT_RECORDER, type RecorderOptions, type RecorderStats } from "./recorder.ts";
 export * from "./runtime.ts";
 export { bindScope, chain, type ChainStep, isScoped, keepTensors, tensorScope } from "./scope.ts";
 export * from "./tensor.ts";

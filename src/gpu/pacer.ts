@@ -32,7 +32,7 @@ interface Estimate {
  *
  * @example
  * ```ts
- * import { getGpu } from "./device.ts";
+ * import { getGpu } from "@denoise/sd/gpu";
  * import { GpuPacer } from "./pacer.ts";
  * const { device } = await getGpu();
  * const pacer = new GpuPacer();

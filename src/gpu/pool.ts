@@ -30,7 +30,7 @@ const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.
  *
  * @example
  * ```ts
- * import { sizeClass } from "./pool.ts";
+ * import { sizeClass } from "@denoise/sd/gpu";
  * sizeClass(5000); // 5120
  * ```
  */
@@ -47,8 +47,8 @@ export function sizeClass(bytes: number): number {
  *
  * @example
  * ```ts
- * import { BufferPool } from "./pool.ts";
- * import { getGpu } from "./device.ts";
+ * import { BufferPool } from "@denoise/sd/gpu";
+ * import { getGpu } from "@denoise/sd/gpu";
  * const pool = new BufferPool((await getGpu()).device);
  * const buf = pool.acquire(1024);
  * pool.release(buf);

@@ -34,7 +34,7 @@ export interface ProfileRow {
  *
  * @example
  * ```ts
- * import { Profiler } from "./profiler.ts";
+ * import { Profiler } from "@denoise/sd/gpu";
  * const p = new Profiler();
  * p.add({ label: "silu [8]", kernel: "elementwise", ms: 0.1 });
  * console.log(p.table());

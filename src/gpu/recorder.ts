@@ -84,7 +84,7 @@ function contentKey(data: ArrayBufferView): string {
  *
  * @example
  * ```ts
- * import { getGpu } from "./device.ts";
+ * import { getGpu } from "@denoise/sd/gpu";
  * import { UniformStore } from "./recorder.ts";
  * const { device } = await getGpu();
  * const store = new UniformStore(device, 256);
@@ -226,7 +226,7 @@ export class BindGroupCache {
  *
  * @example
  * ```ts
- * import { getGpu } from "./device.ts";
+ * import { getGpu } from "@denoise/sd/gpu";
  * import { StagingArena } from "./recorder.ts";
  * const { device } = await getGpu();
  * const arena = new StagingArena(device);

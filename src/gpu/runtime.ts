@@ -69,7 +69,7 @@ export function grid1d(workgroups: number, maxPerDim = 65535): [number, number, 
  *
  * @example
  * ```ts
- * import { Runtime } from "./runtime.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array([1, -2, 3]), [3]);
  * console.log(rt.gpu.adapterName, await x.read());
@@ -318,7 +318,7 @@ export class Runtime {
    *
    * @example
    * ```ts
-   * import { Runtime } from "./runtime.ts";
+   * import { Runtime } from "@denoise/sd/gpu";
    * const rt = await Runtime.create();
    * const x = rt.upload(new Float32Array(1024), [1024]);
    * await rt.flush();

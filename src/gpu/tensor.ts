@@ -24,7 +24,7 @@ export function numel(shape: readonly number[]): number {
  *
  * @example
  * ```ts
- * import { Runtime } from "./runtime.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
  * const rt = await Runtime.create();
  * using t = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]); // freed at the end of the block
  * console.log(await t.read()); // Float32Array [1, 2, 3, 4]

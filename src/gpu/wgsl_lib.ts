@@ -21,7 +21,7 @@ export const ACTIVATION_NAMES: readonly string[] = [
  *
  * @example
  * ```ts
- * import { ACTIVATIONS_WGSL } from "./wgsl_lib.ts";
+ * import { ACTIVATIONS_WGSL } from "@denoise/sd/gpu";
  * console.log(ACTIVATIONS_WGSL.includes("fn act_gelu"));
  * ```
  */

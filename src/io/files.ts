@@ -6,8 +6,8 @@
  * {@link pendingTempFiles}, so an interrupt handler can remove it.
  *
  * @example
- * ```ts
- * import { writeFileExclusive } from "./files.ts";
+ * ```ts no-run
+ * import { writeFileExclusive } from "@denoise/sd/io";
  * await writeFileExclusive("hello.txt", new TextEncoder().encode("hello\n"));
  * ```
  *
@@ -29,7 +29,7 @@ const pending = new Set<string>();
  *
  * @example
  * ```ts
- * import { pendingTempFiles } from "./files.ts";
+ * import { pendingTempFiles } from "@denoise/sd/io";
  * console.log(pendingTempFiles()); // [] when nothing is being written
  * ```
  */
@@ -43,7 +43,7 @@ export function pendingTempFiles(): string[] {
  *
  * @example
  * ```ts
- * import { removePendingTempFiles } from "./files.ts";
+ * import { removePendingTempFiles } from "@denoise/sd/io";
  * Deno.addSignalListener("SIGINT", () => {
  *   removePendingTempFiles();
  *   Deno.exit(130);
@@ -72,8 +72,8 @@ export function tempName(dir: string): string {
  * written as it arrives.
  *
  * @example
- * ```ts
- * import { writeFileExclusive } from "./files.ts";
+ * ```ts no-run
+ * import { writeFileExclusive } from "@denoise/sd/io";
  * const bytes = new TextEncoder().encode("once\n");
  * await writeFileExclusive("once.txt", bytes);
  * await writeFileExclusive("once.txt", bytes).catch((e) => console.log(e.name)); // AlreadyExists

@@ -22,8 +22,8 @@ const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
  *
  * @example
  * ```ts
- * import { parseNpy } from "./npy.ts";
- * const arr = parseNpy(await Deno.readFile("latents.npy"));
+ * import { parseNpy } from "@denoise/sd/io";
+ * const arr = parseNpy(await Deno.readFile("tests/fixtures/dumps/tiny-sd15__pndm/latents_final.npy"));
  * console.log(arr.shape, arr.data.length);
  * ```
  */
@@ -88,8 +88,8 @@ export function parseNpy(bytes: Uint8Array): NpyArray {
  *
  * @example
  * ```ts
- * import { readNpy } from "./npy.ts";
- * const { shape } = await readNpy("tests/fixtures/tiny-sd15__pndm/latents_final.npy");
+ * import { readNpy } from "@denoise/sd/io";
+ * const { shape } = await readNpy("tests/fixtures/dumps/tiny-sd15__pndm/latents_final.npy");
  * ```
  */
 export async function readNpy(path: string | URL): Promise<NpyArray> {

@@ -4,8 +4,8 @@
  * chunk, a safe file writer that never replaces files unless asked, and A1111's infotext format.
  *
  * @example
- * ```ts
- * import { formatA1111Parameters, writePngFile } from "./png.ts";
+ * ```ts no-run
+ * import { formatA1111Parameters, writePngFile } from "@denoise/sd/io";
  * const image = { width: 1, height: 1, data: new Uint8Array([255, 0, 0, 255]) };
  * const parameters = formatA1111Parameters({
  *   prompt: "a red dot",
@@ -112,7 +112,7 @@ const CRC_TABLE = (() => {
  *
  * @example
  * ```ts
- * import { crc32 } from "./png.ts";
+ * import { crc32 } from "@denoise/sd/io";
  * crc32(new TextEncoder().encode("IEND")); // 0xae426082
  * ```
  */
@@ -237,8 +237,8 @@ function checkImage(image: RgbaImage): void {
  * "PNG Info") reads them on open.
  *
  * @example
- * ```ts
- * import { encodePng } from "./png.ts";
+ * ```ts no-run
+ * import { encodePng } from "@denoise/sd/io";
  * const bytes = encodePng(
  *   { width: 1, height: 1, data: new Uint8Array([0, 0, 0, 255]) },
  *   { text: { parameters: "a black pixel\nSteps: 1" } },
@@ -281,8 +281,8 @@ export function encodePng(image: RgbaImage, options: EncodePngOptions = {}): Uin
  * chunk's CRC, and returns its text chunks.
  *
  * @example
- * ```ts
- * import { decodePng } from "./png.ts";
+ * ```ts no-run
+ * import { decodePng } from "@denoise/sd/io";
  * const { width, height, data, text } = decodePng(await Deno.readFile("image.png"));
  * console.log(width, height, data.length, text.parameters);
  * ```
@@ -308,8 +308,8 @@ export function decodePng(bytes: Uint8Array): DecodedPng {
  * `overwrite` is set (then an atomic rename replaces it). See {@link writeFileExclusive}.
  *
  * @example
- * ```ts
- * import { writePngFile } from "./png.ts";
+ * ```ts no-run
+ * import { writePngFile } from "@denoise/sd/io";
  * const image = { width: 1, height: 1, data: new Uint8Array([9, 9, 9, 255]) };
  * await writePngFile("out.png", image, { text: { parameters: "grey" }, overwrite: true });
  * ```
@@ -344,8 +344,8 @@ function checkNumber(name: string, v: unknown, integer: boolean): string {
  * Model: …` in A1111's order, values with `,` `:` or newlines JSON-quoted.
  *
  * @example
- * ```ts
- * import { formatA1111Parameters } from "./png.ts";
+ * ```ts no-run
+ * import { formatA1111Parameters } from "@denoise/sd/io";
  * formatA1111Parameters({
  *   prompt: "a cat",
  *   negativePrompt: "blurry",

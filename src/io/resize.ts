@@ -13,7 +13,7 @@ import type { RgbaImage } from "./png.ts";
  *
  * @example
  * ```ts
- * import type { ResizeOptions } from "./resize.ts";
+ * import type { ResizeOptions } from "@denoise/sd/io";
  * const o: ResizeOptions = { width: 512, height: 512, mode: "crop" };
  * ```
  */
@@ -58,7 +58,7 @@ function weights(inSize: number, outSize: number, start: number, span: number) {
  *
  * @example
  * ```ts
- * import { resizeImage } from "@denoise/sd";
+ * import { resizeImage } from "@denoise/sd/io";
  * const small = { width: 2, height: 1, data: new Uint8Array([0, 0, 0, 255, 255, 255, 255, 255]) };
  * const big = resizeImage(small, { width: 4, height: 2 });
  * console.log(big.width, big.height); // 4 2

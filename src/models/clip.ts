@@ -84,9 +84,9 @@ function activationOf(config: CLIPTextConfig): Activation {
  * `CLIPAttention`: multi-head self-attention with a causal mask.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { ClipAttention } from "./clip.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { ClipAttention } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const attn = new ClipAttention(scope.child("self_attn"), 768, 12);
  * ```
@@ -133,10 +133,10 @@ export class ClipAttention {
  * `CLIPEncoderLayer`: pre-LN self-attention and MLP blocks, each with a residual.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import type { CLIPTextConfig } from "../weights/configs.ts";
- * import { ClipEncoderLayer } from "./clip.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import type { CLIPTextConfig } from "@denoise/sd/weights";
+ * import { ClipEncoderLayer } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * declare const config: CLIPTextConfig;
  * const layer = new ClipEncoderLayer(scope.child("layers").child(0), config, "quick_gelu");
@@ -188,10 +188,10 @@ export class ClipEncoderLayer {
  * keys `text_model.*`; the embedding tables stay on the CPU (only `[B, L, D]` is uploaded).
  *
  * @example
- * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { openModelSource, readComponent } from "../weights/source.ts";
- * import { ClipTextModel } from "./clip.ts";
+ * ```ts no-run
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { openModelSource, readComponent } from "@denoise/sd/weights";
+ * import { ClipTextModel } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const src = await openModelSource("models/stable-diffusion-v1-5");
  * const tensors = await readComponent(src, "text_encoder");
@@ -250,10 +250,10 @@ export class ClipTextModel {
    * in `unused`.
    *
    * @example
-   * ```ts
-   * import { Runtime } from "../gpu/runtime.ts";
-   * import { openModelSource, readComponent } from "../weights/source.ts";
-   * import { ClipTextModel } from "./clip.ts";
+   * ```ts no-run
+   * import { Runtime } from "@denoise/sd/gpu";
+   * import { openModelSource, readComponent } from "@denoise/sd/weights";
+   * import { ClipTextModel } from "@denoise/sd/models";
    * const rt = await Runtime.create();
    * const src = await openModelSource("models/tiny-sd15");
    * const tensors = await readComponent(src, "text_encoder");

@@ -24,7 +24,7 @@ export interface TimestepEmbeddingOptions {
  *
  * @example
  * ```ts
- * import { timestepEmbedding } from "./embeddings.ts";
+ * import { timestepEmbedding } from "@denoise/sd/models";
  * const emb = timestepEmbedding([999, 999], 320, { flipSinToCos: true, freqShift: 0 });
  * console.log(emb.length); // 640 = 2 × 320, cos(999·f) first
  * ```

@@ -17,9 +17,9 @@ export type Activation = "none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu" |
  * `nn.Linear` with PyTorch's `[out, in]` weight.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Linear } from "./layers.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Linear } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const q = new Linear(scope.child("to_q"), 320, 320, { bias: false });
  * ```
@@ -55,9 +55,9 @@ export class Linear {
  * `nn.Conv2d` (square kernel, NCHW activations).
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Conv2d } from "./layers.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Conv2d } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const convIn = new Conv2d(scope.child("conv_in"), 4, 320, 3, { padding: 1 });
  * ```
@@ -115,9 +115,9 @@ export class Conv2d {
  * `nn.GroupNorm` on `[B, C, ...]`, optionally followed by SiLU.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { GroupNorm } from "./layers.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { GroupNorm } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const norm1 = new GroupNorm(scope.child("norm1"), 32, 320, 1e-5);
  * ```
@@ -153,9 +153,9 @@ export class GroupNorm {
  * `nn.LayerNorm` over the last axis.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { LayerNorm } from "./layers.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { LayerNorm } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const ln = new LayerNorm(scope.child("norm1"), 320, 1e-5);
  * ```

@@ -19,8 +19,8 @@ import { type ShapeMismatch, StrictImportError } from "../weights/strict.ts";
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { uploadLoaded } from "./params.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { uploadLoaded } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const t = uploadLoaded(rt, { shape: [2], dtype: "F32", data: new Float32Array([1, 2]) }, {
  *   dtype: "f32",
@@ -66,8 +66,8 @@ const SUBMIT_EVERY_BYTES = 1024 * 1024;
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { ParamStore } from "./params.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { ParamStore } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const tensors = new Map([["proj.weight", { shape: [2, 2], dtype: "F32" as const, data: new Float32Array(4) }]]);
  * const store = new ParamStore(rt, tensors, { dtype: "f32", component: "demo" });
@@ -197,8 +197,8 @@ export class ParamStore {
  * takes `resnets.0.weight` under the scope's prefix.
  *
  * @example
- * ```ts
- * import type { ParamStore } from "./params.ts";
+ * ```ts no-run
+ * import type { ParamStore } from "@denoise/sd/models";
  * declare const store: ParamStore;
  * const norm = store.scope("down_blocks.0").child("resnets").child(0).child("norm1");
  * norm.key("weight"); // "down_blocks.0.resnets.0.norm1.weight"

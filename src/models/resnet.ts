@@ -32,9 +32,9 @@ export interface ResnetConfig {
  * `conv_shortcut`).
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { ResnetBlock2D } from "./resnet.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { ResnetBlock2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const resnet = new ResnetBlock2D(scope.child("resnets").child(0), {
  *   inChannels: 320, outChannels: 640, tembChannels: 1280, groups: 32, eps: 1e-5,

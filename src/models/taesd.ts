@@ -86,8 +86,8 @@ export interface TaesdOptions {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { loadTaesdDecoder } from "./taesd.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { loadTaesdDecoder } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const taesd = await loadTaesdDecoder("../shared/data/taesd/taesd_decoder.safetensors", {
  *   runtime: rt,

@@ -113,10 +113,10 @@ function blockKind(type: string, plain: string, cross: string): boolean {
  * `conv_norm_out` + SiLU → `conv_out`, predicting noise (or v) for a latent.
  *
  * @example
- * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { openModelSource, readComponent } from "../weights/source.ts";
- * import { UNet2DConditionModel } from "./unet.ts";
+ * ```ts no-run
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { openModelSource, readComponent } from "@denoise/sd/weights";
+ * import { UNet2DConditionModel } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const src = await openModelSource("models/tiny-sd15");
  * const unet = UNet2DConditionModel.load(rt, {

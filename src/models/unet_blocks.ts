@@ -34,9 +34,9 @@ export interface UNetContext {
  * tokens `[B, L, in]`.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { TokenProjection } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { TokenProjection } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const projIn = new TokenProjection(scope.child("proj_in"), 320, 320, { conv: true });
  * ```
@@ -67,9 +67,9 @@ export class TokenProjection {
  * bias, scale `head_dim^-0.5`, softmax in float32. Self-attention when no context is given.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Attention } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Attention } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const attn2 = new Attention(scope.child("attn2"), { dim: 320, contextDim: 768, heads: 8 });
  * ```
@@ -139,9 +139,9 @@ export class Attention {
  * diffusers `FeedForward` with GEGLU: `net.2(h · gelu(gate))` where `[h, gate] = net.0.proj(x)`.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { FeedForward } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { FeedForward } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const ff = new FeedForward(scope.child("ff"), 320);
  * ```
@@ -176,9 +176,9 @@ export class FeedForward {
  * feed-forward, each with a residual).
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { BasicTransformerBlock } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { BasicTransformerBlock } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const block = new BasicTransformerBlock(scope.child("transformer_blocks").child(0), {
  *   dim: 320, contextDim: 768, heads: 8,
@@ -253,9 +253,9 @@ export interface TransformerConfig {
  * the equal linear map.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Transformer2DModel } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Transformer2DModel } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const attn = new Transformer2DModel(scope.child("attentions").child(0), {
  *   channels: 320, heads: 8, contextDim: 768, groups: 32, useLinearProjection: false,
@@ -348,9 +348,9 @@ function transformers(scope: ParamScope, cfg: BlockConfig, channels: number) {
  * stage's output is pushed onto the skip list the up blocks consume.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { DownBlock } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { DownBlock } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const down = new DownBlock(scope, {
  *   layers: 2, inChannels: 320, outChannels: 320, tembChannels: 1280, groups: 32, eps: 1e-5,
@@ -413,9 +413,9 @@ export class DownBlock {
  * `UNetMidBlock2DCrossAttn`: resnet → transformer → resnet at the lowest resolution.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { MidBlock } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { MidBlock } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const mid = new MidBlock(scope.child("mid_block"), {
  *   layers: 1, inChannels: 1280, outChannels: 1280, tembChannels: 1280, groups: 32, eps: 1e-5,
@@ -460,9 +460,9 @@ export class MidBlock {
  * `upsamplers.0.conv`.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { UpBlock } from "./unet_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { UpBlock } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const up = new UpBlock(scope.child("up_blocks").child(0), {
  *   layers: 3, inChannels: 1280, outChannels: 1280, tembChannels: 1280, groups: 32, eps: 1e-5,

@@ -130,10 +130,10 @@ function normActOut(norm: GroupNorm, conv: Conv2d, prefix: string, capture?: Cap
  * `2 · latent_channels` moments.
  *
  * @example
- * ```ts
- * import type { AutoencoderKLConfig } from "../weights/configs.ts";
- * import type { ParamStore } from "./params.ts";
- * import { Encoder } from "./vae.ts";
+ * ```ts no-run
+ * import type { AutoencoderKLConfig } from "@denoise/sd/weights";
+ * import type { ParamStore } from "@denoise/sd/models";
+ * import { Encoder } from "@denoise/sd/models";
  * declare const store: ParamStore;
  * declare const config: AutoencoderKLConfig;
  * const encoder = new Encoder(store.scope("encoder"), config);
@@ -198,10 +198,10 @@ export class Encoder {
  * resnets each), `conv_norm_out` + SiLU, `conv_out` → image.
  *
  * @example
- * ```ts
- * import type { AutoencoderKLConfig } from "../weights/configs.ts";
- * import type { ParamStore } from "./params.ts";
- * import { Decoder } from "./vae.ts";
+ * ```ts no-run
+ * import type { AutoencoderKLConfig } from "@denoise/sd/weights";
+ * import type { ParamStore } from "@denoise/sd/models";
+ * import { Decoder } from "@denoise/sd/models";
  * declare const store: ParamStore;
  * declare const config: AutoencoderKLConfig;
  * const decoder = new Decoder(store.scope("decoder"), config);
@@ -268,10 +268,10 @@ export class Decoder {
  * `scaling_factor` before the U-Net).
  *
  * @example
- * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { openModelSource, readComponent } from "../weights/source.ts";
- * import { AutoencoderKL } from "./vae.ts";
+ * ```ts no-run
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { openModelSource, readComponent } from "@denoise/sd/weights";
+ * import { AutoencoderKL } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const src = await openModelSource("tests/fixtures/models/tiny-sd15");
  * const vae = AutoencoderKL.load(rt, {
@@ -339,10 +339,10 @@ export class AutoencoderKL {
    * encoder's when only the decoder is loaded) are kept in `unused`.
    *
    * @example
-   * ```ts
-   * import { Runtime } from "../gpu/runtime.ts";
-   * import { openModelSource, readComponent } from "../weights/source.ts";
-   * import { AutoencoderKL } from "./vae.ts";
+   * ```ts no-run
+   * import { Runtime } from "@denoise/sd/gpu";
+   * import { openModelSource, readComponent } from "@denoise/sd/weights";
+   * import { AutoencoderKL } from "@denoise/sd/models";
    * const rt = await Runtime.create();
    * const src = await openModelSource("tests/fixtures/models/tiny-sd15");
    * const vae = AutoencoderKL.load(rt, {

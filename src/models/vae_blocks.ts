@@ -21,10 +21,10 @@ import type { ParamScope } from "./params.ts";
  * The GroupNorm epsilon of every VAE block (diffusers hard-codes `resnet_eps=1e-6`).
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { GroupNorm } from "./layers.ts";
- * import { VAE_EPS } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { GroupNorm } from "@denoise/sd/models";
+ * import { VAE_EPS } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const norm = new GroupNorm(scope.child("conv_norm_out"), 32, 128, VAE_EPS);
  * ```
@@ -43,9 +43,9 @@ export type CaptureFn = (name: string, t: Tensor) => void;
  * positions with `to_q`/`to_k`/`to_v`/`to_out.0` linears (scale 1/√C), added to the input.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { VaeAttention } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { VaeAttention } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const attn = new VaeAttention(scope.child("attentions").child(0), 512, { groups: 32 });
  * ```
@@ -100,9 +100,9 @@ export class VaeAttention {
  * resnet, at constant width.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { UNetMidBlock2D } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { UNetMidBlock2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const mid = new UNetMidBlock2D(scope.child("mid_block"), 512, { groups: 32, attention: true });
  * ```
@@ -147,9 +147,9 @@ export class UNetMidBlock2D {
  * `[B, C, ⌊(H−1)/2⌋+1, ⌊(W−1)/2⌋+1]`.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Downsample2D } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Downsample2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const down = new Downsample2D(scope.child("downsamplers").child(0), 128);
  * ```
@@ -177,9 +177,9 @@ export class Downsample2D {
  * `Upsample2D` of the VAE decoder: nearest-neighbour 2× then a 3×3 conv (fused into one op).
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { Upsample2D } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { Upsample2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const up = new Upsample2D(scope.child("upsamplers").child(0), 512);
  * ```
@@ -224,9 +224,9 @@ function layerStep(layer: { forward(x: Tensor): Tensor }): ChainStep {
  * `DownEncoderBlock2D`: `layers` resnets, then a `Downsample2D` unless it is the last block.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { DownEncoderBlock2D } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { DownEncoderBlock2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const block = new DownEncoderBlock2D(scope.child("down_blocks").child(0), 128, 128, {
  *   layers: 2, groups: 32, downsample: true,
@@ -268,9 +268,9 @@ export class DownEncoderBlock2D {
  * is the last block.
  *
  * @example
- * ```ts
- * import type { ParamScope } from "./params.ts";
- * import { UpDecoderBlock2D } from "./vae_blocks.ts";
+ * ```ts no-run
+ * import type { ParamScope } from "@denoise/sd/models";
+ * import { UpDecoderBlock2D } from "@denoise/sd/models";
  * declare const scope: ParamScope;
  * const block = new UpDecoderBlock2D(scope.child("up_blocks").child(0), 512, 512, {
  *   layers: 3, groups: 32, upsample: true,
@@ -341,8 +341,8 @@ function vaeOp(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { padBottomRight } from "./vae_blocks.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { padBottomRight } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const y = padBottomRight(rt.upload(new Float32Array([1, 2, 3, 4]), [1, 1, 2, 2]));
  * console.log(await y.read()); // [1, 2, 0, 3, 4, 0, 0, 0, 0]
@@ -365,8 +365,8 @@ export function padBottomRight(x: Tensor): Tensor {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { diagonalGaussian } from "./vae_blocks.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { diagonalGaussian } from "@denoise/sd/models";
  * const rt = await Runtime.create();
  * const moments = rt.upload(new Float32Array([0.5, -40]), [1, 2, 1, 1]);
  * const { mean, logvar, std } = diagonalGaussian(moments);

@@ -97,7 +97,7 @@ export interface AttentionOptions {
  *
  * @example
  * ```ts
- * import { MAX_TILED_HEAD_DIM } from "./attention.ts";
+ * import { MAX_TILED_HEAD_DIM } from "@denoise/sd/ops";
  * const variant = 512 <= MAX_TILED_HEAD_DIM ? "tiled" : "naive";
  * ```
  */
@@ -108,7 +108,7 @@ export const MAX_TILED_HEAD_DIM = 1024;
  *
  * @example
  * ```ts
- * import { tiledWorkgroupBytes } from "./attention.ts";
+ * import { tiledWorkgroupBytes } from "@denoise/sd/ops";
  * tiledWorkgroupBytes(40); // 30976
  * ```
  */
@@ -209,7 +209,7 @@ export const SOFTWARE_LOOP_LIMIT = 65535;
  *
  * @example
  * ```ts
- * import { attentionLoopIterations } from "./attention.ts";
+ * import { attentionLoopIterations } from "@denoise/sd/ops";
  * attentionLoopIterations("tiled", { d: 40, lk: 4096, heads: 8 }); // 5120
  * ```
  */
@@ -255,8 +255,8 @@ function checkRank3(name: string, t: Tensor): void {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { attention } from "./attention.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { attention } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const q = rt.upload(new Float32Array(2 * 7 * 16).fill(0.1), [2, 7, 16]);  // [B, Lq, heads·d]
  * const kv = rt.upload(new Float32Array(2 * 5 * 16).fill(0.2), [2, 5, 16]); // [B, Lk, heads·d]
@@ -455,8 +455,8 @@ export type AttentionQkvOptions = Omit<
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { attentionQkv } from "./attention.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { attentionQkv } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const qkv = rt.upload(new Float32Array(1 * 77 * 3 * 64).fill(0.1), [1, 77, 3 * 64]);
  * const out = attentionQkv(qkv, { heads: 1, causal: true }); // [1, 77, 64]

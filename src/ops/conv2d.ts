@@ -130,7 +130,7 @@ export interface TileShape {
  *
  * @example
  * ```ts
- * import { CONV_TILES } from "./conv2d.ts";
+ * import { CONV_TILES } from "@denoise/sd/ops";
  * CONV_TILES["128x128"].bk; // 8
  * ```
  */
@@ -155,7 +155,7 @@ const MAX_GRID = 65535;
  *
  * @example
  * ```ts
- * import { planConv2d } from "./conv2d.ts";
+ * import { planConv2d } from "@denoise/sd/ops";
  * planConv2d({ m: 1280, n: 2 * 8 * 8, k: 1280 * 9 }); // { tile: "64x64", splits: 7 }
  * ```
  */
@@ -199,8 +199,8 @@ function fail(msg: string): never {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { conv2dShape } from "./conv2d.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { conv2dShape } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * conv2dShape(rt.empty([2, 4, 9, 9]), rt.empty([8, 4, 3, 3]), { stride: 2 }); // [2, 8, 5, 5]
  * ```
@@ -299,8 +299,8 @@ export function conv2dShape(x: Tensor, weight: Tensor, options: Conv2dOptions = 
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { conv2d } from "./conv2d.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { conv2d } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array(2 * 4 * 8 * 8).fill(1), [2, 4, 8, 8]);
  * const w = rt.upload(new Float32Array(16 * 4 * 9).fill(0.1), [16, 4, 3, 3]);

@@ -75,8 +75,8 @@ function run(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { unary } from "./elementwise.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { unary } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const y = unary(rt.upload(new Float32Array([-1, 0, 1]), [3]), "silu");
  * console.log(await y.read());
@@ -108,8 +108,8 @@ export function unary(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { binary } from "./elementwise.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { binary } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const a = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]);
  * const bias = rt.upload(new Float32Array([10, 20]), [2]);
@@ -151,8 +151,8 @@ export function binary(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { lincomb } from "./elementwise.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { lincomb } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const u = rt.upload(new Float32Array([1, 1]), [2]);
  * const c = rt.upload(new Float32Array([3, 5]), [2]);
@@ -192,8 +192,8 @@ export function lincomb(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { cast } from "./elementwise.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { cast } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const h = cast(rt.upload(new Float32Array([0.1]), [1]), "f16");
  * ```

@@ -36,8 +36,8 @@ const WG = 256;
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { geglu } from "./geglu.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { geglu } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const hg = rt.upload(new Float32Array(2 * 77 * 2560), [2, 77, 2560]); // proj output
  * const g = geglu(hg); // [2, 77, 1280]

@@ -27,7 +27,7 @@ export type GemmVariant = "auto" | "naive" | "tiled" | "tiled_vec" | "tiled_128"
  *
  * @example
  * ```ts
- * import { GEMM_VARIANTS } from "./gemm.ts";
+ * import { GEMM_VARIANTS } from "@denoise/sd/ops";
  * for (const variant of GEMM_VARIANTS) console.log(variant); // naive, tiled, …
  * ```
  */
@@ -136,7 +136,7 @@ const ACTIVATIONS = ["none", "gelu", "gelu_tanh", "quick_gelu", "silu"];
  *
  * @example
  * ```ts
- * import { chooseGemmVariant } from "./gemm.ts";
+ * import { chooseGemmVariant } from "@denoise/sd/ops";
  * chooseGemmVariant({ m: 8192, n: 320, k: 320, batch: 1, transB: true }); // "tiled_128"
  * chooseGemmVariant({ m: 2, n: 1280, k: 320, batch: 1, transB: true }); // "skinny"
  * ```
@@ -154,7 +154,7 @@ export function chooseGemmVariant(
  *
  * @example
  * ```ts
- * import { gemmPlan } from "./gemm.ts";
+ * import { gemmPlan } from "@denoise/sd/ops";
  * const { params, grid } = gemmPlan("tiled_128", { m: 8192, n: 320, k: 320, batch: 1, transB: true }, "f16");
  * // params.bm === 128, grid = [5, 64, 1]
  * ```
@@ -286,8 +286,8 @@ function checkDType(op: string, x: Tensor, others: [string, Tensor | undefined][
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { linear } from "./gemm.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { linear } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]); // [M=2, K=3]
  * const w = rt.upload(new Float32Array([1, 0, 0, 0, 1, 1]), [2, 3]); // [N=2, K=3]
@@ -349,8 +349,8 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { matmul } from "./gemm.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { matmul } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const q = rt.upload(new Float32Array(2 * 4 * 8).fill(1), [2, 4, 8]); // [Bt, M, K]
  * const k = rt.upload(new Float32Array(2 * 5 * 8).fill(1), [2, 5, 8]); // [Bt, N, K]

@@ -128,8 +128,8 @@ function checkNchw(x: Tensor, op: string): void {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { nchwToTokens } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { nchwToTokens } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array(2 * 320 * 8 * 8), [2, 320, 8, 8]);
  * const tokens = nchwToTokens(x); // [2, 64, 320]
@@ -152,8 +152,8 @@ export function nchwToTokens(x: Tensor, options: TransposeOptions = {}): Tensor 
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { tokensToNchw } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { tokensToNchw } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const tokens = rt.upload(new Float32Array(2 * 64 * 320), [2, 64, 320]);
  * const skip = rt.upload(new Float32Array(2 * 320 * 64), [2, 320, 8, 8]);
@@ -190,8 +190,8 @@ export function tokensToNchw(x: Tensor, options: TokensToNchwOptions): Tensor {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { concatChannels } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { concatChannels } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const a = rt.upload(new Float32Array(2 * 1280 * 16), [2, 1280, 4, 4]);
  * const skip = rt.upload(new Float32Array(2 * 640 * 16), [2, 640, 4, 4]);
@@ -230,8 +230,8 @@ export function concatChannels(a: Tensor, b: Tensor, options: { out?: Tensor } =
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { upsampleNearest2x } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { upsampleNearest2x } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array([1, 2, 3, 4]), [1, 1, 2, 2]);
  * console.log(await upsampleNearest2x(x).read()); // 4×4: each value repeated in a 2×2 block
@@ -282,8 +282,8 @@ function copyElements(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { batchSlice } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { batchSlice } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const eps = rt.upload(new Float32Array(2 * 4 * 8 * 8), [2, 4, 8, 8]);
  * const uncond = batchSlice(eps, { start: 0, count: 1 }); // [1, 4, 8, 8]
@@ -314,8 +314,8 @@ export function batchSlice(x: Tensor, options: { start: number; count: number })
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { batchConcat } from "./layout.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { batchConcat } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const uncond = rt.upload(new Float32Array(77 * 768), [1, 77, 768]);
  * const cond = rt.upload(new Float32Array(77 * 768), [1, 77, 768]);

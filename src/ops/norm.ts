@@ -105,8 +105,8 @@ function checkOut(op: string, out: Tensor, x: Tensor): void {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { groupNorm } from "./norm.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { groupNorm } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array(2 * 64 * 8 * 8).map(Math.random), [2, 64, 8, 8]);
  * const w = rt.upload(new Float32Array(64).fill(1), [64]);
@@ -200,8 +200,8 @@ export function groupNorm(
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { layerNorm } from "./norm.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { layerNorm } from "@denoise/sd/ops";
  * const rt = await Runtime.create();
  * const x = rt.upload(new Float32Array(2 * 77 * 768).map(Math.random), [2, 77, 768]);
  * const w = rt.upload(new Float32Array(768).fill(1), [768]);

@@ -73,8 +73,8 @@ async function checkDir(path: string, what: string): Promise<void> {
  * Checks the add-on paths before a model is loaded, so a typo fails in a second.
  *
  * @example
- * ```ts
- * import { checkAddonPaths } from "./addons.ts";
+ * ```ts no-run
+ * import { checkAddonPaths } from "@denoise/sd/pipeline";
  * await checkAddonPaths({ loraDir: "loras/", embeddings: ["embeddings/style.safetensors"] });
  * ```
  */
@@ -100,9 +100,9 @@ export async function checkAddonPaths(options: AddonOptions): Promise<void> {
  * read. Returns the specs with the LoRAs loaded.
  *
  * @example
- * ```ts
- * import { checkLoras } from "./addons.ts";
- * import { openComponent, openModelSource } from "../weights/source.ts";
+ * ```ts no-run
+ * import { checkLoras } from "@denoise/sd/pipeline";
+ * import { openComponent, openModelSource } from "@denoise/sd/weights";
  * const src = await openModelSource("models/sd15");
  * const specs = await checkLoras([{ lora: "loras/ink.safetensors" }], {
  *   unet: await openComponent(src, "unet"),
@@ -144,9 +144,9 @@ export interface ShapeTable {
  * (`loadPipeline` calls it).
  *
  * @example
- * ```ts
- * import { initAddons } from "./addons.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { initAddons } from "@denoise/sd/pipeline";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15");
  * await initAddons(pipe, { loraDir: "loras/", embeddingDir: "embeddings/" });
  * ```
@@ -175,7 +175,7 @@ export async function initAddons(
  * the text encoder's (768 for SD 1.x, 1024 for SD 2.x).
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { addEmbeddings, encodePrompt, loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15");
  * await addEmbeddings(pipe, ["embeddings/easynegative.safetensors"]);
@@ -262,7 +262,7 @@ async function addEmbeddingDir(
  * The textual-inversion embeddings a pipeline's prompts can name, by trigger word.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { pipelineEmbeddings } from "@denoise/sd";
  * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { embeddingDir: "embeddings/" });
@@ -278,9 +278,9 @@ export function pipelineEmbeddings(pipe: Pipeline): ReadonlyMap<string, TextualI
  * goes into `used`. Undefined when the pipeline has no embeddings.
  *
  * @example
- * ```ts
- * import { embeddingFinder } from "./addons.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { embeddingFinder } from "@denoise/sd/pipeline";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { embeddingDir: "embeddings/" });
  * const used = new Set<never>();
  * const find = embeddingFinder(pipe, used);
@@ -310,9 +310,9 @@ export function embeddingFinder(
  * trigger and a comma instead of merging `>,` into one token.
  *
  * @example
- * ```ts
- * import { encodeWithTriggers } from "./addons.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { encodeWithTriggers } from "@denoise/sd/pipeline";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { embeddings: ["concepts/cat-toy.safetensors"] });
  * encodeWithTriggers(pipe)("a <cat-toy>, on a table"); // "<cat-toy>" then ","
  * ```
@@ -332,8 +332,8 @@ export function encodeWithTriggers(pipe: Pipeline): (text: string) => number[] {
  * alias (`ss_output_name`) is NAME. A pickle of that name is refused; a miss lists what is there.
  *
  * @example
- * ```ts
- * import { findLoraFile } from "./addons.ts";
+ * ```ts no-run
+ * import { findLoraFile } from "@denoise/sd/pipeline";
  * await findLoraFile("loras", "ghibli_style"); // "loras/ghibli_style.safetensors"
  * ```
  */
@@ -370,7 +370,7 @@ export async function findLoraFile(dir: string, name: string): Promise<string> {
  * given when there are tags, and that each names a file there. Returns the files.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { checkPromptLoras } from "@denoise/sd";
  * await checkPromptLoras("a castle <lora:ghibli:0.7>", "loras"); // ["loras/ghibli.safetensors"]
  * ```
@@ -396,9 +396,9 @@ function noLoraDir(tag: string): Error {
  * merged (`encodePrompt` calls it).
  *
  * @example
- * ```ts
- * import { preparePromptLoras } from "./addons.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { preparePromptLoras } from "@denoise/sd/pipeline";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { loraDir: "loras/" });
  * const { text, loras } = await preparePromptLoras(pipe, "a castle <lora:ghibli:0.7>", {});
  * console.log(text, loras.map((l) => l.name)); // "a castle " ["ghibli"]
@@ -442,7 +442,7 @@ export interface AddonInfotext {
  * LoRAs and embeddings its prompt embeddings record (names with `:` and `,` removed, as A1111).
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { addonInfotext, encodePrompt, formatA1111Parameters, loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { loraDir: "loras", vae: "vae-ft-mse.safetensors" });
  * const embeds = await encodePrompt(pipe, "a castle <lora:ghibli:0.7>");

@@ -21,7 +21,7 @@ import { latentFactor, type Pipeline } from "./load.ts";
  *
  * @example
  * ```ts
- * import { defaultStrength } from "@denoise/sd";
+ * import { defaultStrength } from "@denoise/sd/pipeline";
  * console.log(defaultStrength({}), defaultStrength({ mask: true })); // 0.8 1
  * ```
  */
@@ -35,7 +35,7 @@ export function defaultStrength(options: { strength?: number; mask?: unknown }):
  *
  * @example
  * ```ts
- * import { strengthSchedule } from "@denoise/sd";
+ * import { strengthSchedule } from "@denoise/sd/pipeline";
  * console.log(strengthSchedule(4, 0.6, 2)); // { kept: 2, begin: 4 }
  * ```
  */
@@ -64,7 +64,7 @@ export function strengthSchedule(
  *
  * @example
  * ```ts
- * import { imageToChw } from "@denoise/sd";
+ * import { imageToChw } from "@denoise/sd/pipeline";
  * const chw = imageToChw({ width: 1, height: 1, data: new Uint8Array([255, 0, 128, 255]) });
  * console.log(chw); // [1, -1, 0.003921…]
  * ```
@@ -95,7 +95,7 @@ function imageTensor(pipe: Pipeline, image: RgbaImage, keep?: Float32Array): Ten
  *
  * @example
  * ```ts
- * import { binaryMask } from "@denoise/sd";
+ * import { binaryMask } from "@denoise/sd/pipeline";
  * const m = binaryMask({ width: 2, height: 1, data: new Uint8Array([255, 255, 255, 255, 0, 0, 0, 255]) });
  * console.log(m); // [1, 0]
  * ```
@@ -117,7 +117,7 @@ export function binaryMask(mask: RgbaImage): Float32Array {
  *
  * @example
  * ```ts
- * import { maskToLatent } from "@denoise/sd";
+ * import { maskToLatent } from "@denoise/sd/pipeline";
  * console.log(maskToLatent(new Float32Array([1, 0, 0, 0]), 2, 2)); // [1]
  * ```
  */
@@ -185,7 +185,7 @@ export interface ConditioningInputs {
  * Resets `scheduler` to the begin index.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { decodePng, encodePrompt, loadPipeline, sampleLatents } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15", { vaeEncoder: true });
  * const embeds = await encodePrompt(pipe, "a watercolor fox");

@@ -46,11 +46,11 @@ export interface DecodedImage extends RgbaImage {
  * `round(x·255)` (half to even, as NumPy), exactly as diffusers' image processor.
  *
  * @example
- * ```ts
- * import { loadPipeline } from "./load.ts";
- * import { encodePrompt } from "./encode.ts";
- * import { sampleLatents } from "./sample.ts";
- * import { decodeLatents } from "./decode.ts";
+ * ```ts no-run
+ * import { loadPipeline } from "@denoise/sd";
+ * import { encodePrompt } from "@denoise/sd";
+ * import { sampleLatents } from "@denoise/sd";
+ * import { decodeLatents } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * const embeds = await encodePrompt(pipe, "a red fox");
  * let last;
@@ -122,9 +122,9 @@ export async function decodeLatents(
  * options, or `undefined` when it decodes them whole (and always for TAESD).
  *
  * @example
- * ```ts
- * import { loadPipeline } from "./load.ts";
- * import { vaeTiles } from "./decode.ts";
+ * ```ts no-run
+ * import { loadPipeline } from "@denoise/sd";
+ * import { vaeTiles } from "@denoise/sd/pipeline";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * console.log(vaeTiles(pipe, [1, 4, 128, 136])?.count); // 9: 1088×1024 exceeds 128 MiB whole
  * ```

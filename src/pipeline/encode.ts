@@ -67,9 +67,9 @@ export interface PromptEmbeds {
  * vectors' positions in the 75-token chunks.
  *
  * @example
- * ```ts
- * import { loadPipeline } from "./load.ts";
- * import { encodePrompt } from "./encode.ts";
+ * ```ts no-run
+ * import { loadPipeline } from "@denoise/sd";
+ * import { encodePrompt } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * const embeds = await encodePrompt(pipe, "a (red:1.2) fox", { negativePrompt: "blurry" });
  * console.log(embeds.cond.shape); // [1, 77, 32]

@@ -46,7 +46,7 @@ function weight(tag: string, what: string, value: string | undefined, fallback: 
  *
  * @example
  * ```ts
- * import { parseExtraNetworks } from "./extra_networks.ts";
+ * import { parseExtraNetworks } from "@denoise/sd/pipeline";
  * const { text, loras } = parseExtraNetworks("a castle <lora:ghibli:0.7>, sunset");
  * // text: "a castle , sunset"; loras: [{ name: "ghibli", te: 0.7, unet: 0.7, tag: "<lora:ghibli:0.7>" }]
  * ```

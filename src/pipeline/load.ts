@@ -82,7 +82,7 @@ export interface Pipeline {
  * the SD VAEs, 4 for a 3-level VAE). An image of H×W pixels has latents of H/f × W/f.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { latentFactor, loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * console.log(latentFactor(pipe)); // 8
@@ -103,8 +103,8 @@ export function latentFactor(pipe: Pick<Pipeline, "configs">): number {
  * `text_encoder/`, `tokenizer/`, `scheduler/`) or a single-file `.safetensors` (SD 1.x, SD 2.x).
  *
  * @example
- * ```ts
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15", { dtype: "f32" });
  * console.log(pipe.name, pipe.dtype);
  * pipe.dispose();
@@ -221,8 +221,8 @@ export interface ModelInfo {
  * options before the long load.
  *
  * @example
- * ```ts
- * import { inspectModel } from "./load.ts";
+ * ```ts no-run
+ * import { inspectModel } from "@denoise/sd";
  * const info = await inspectModel("tests/fixtures/models/tiny-sd15");
  * console.log(info.configs.text_encoder.num_hidden_layers); // 2
  * ```

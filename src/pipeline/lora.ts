@@ -31,7 +31,7 @@ import type { Pipeline } from "./load.ts";
  * for the text encoder and the U-Net (A1111's `<lora:name:te:unet>`).
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { applyLoras, loadLora, loadPipeline, type LoraSpec } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15.safetensors", { tokenizer: "bpe_simple_vocab_16e6.txt.gz" });
  * const specs: LoraSpec[] = [{ lora: await loadLora("loras/style.safetensors"), weight: 0.7 }];
@@ -123,8 +123,8 @@ function stateOf(pipe: Pipeline): LoraState {
  *
  * @example
  * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { mergeLoraInto } from "./lora.ts";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { mergeLoraInto } from "@denoise/sd/pipeline";
  * const rt = await Runtime.create();
  * const base = rt.upload(new Float32Array(6), [2, 3]);
  * const weight = rt.empty([2, 3]);
@@ -205,7 +205,7 @@ export interface ApplyLorasOptions {
  * prompt. Only the weights whose contributions change are recomputed. Returns the applied set.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { applyLoras, loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15");
  * await applyLoras(pipe, [{ lora: "loras/style.safetensors", weight: 0.8 }]);
@@ -229,9 +229,9 @@ export async function applyLoras(
  * `encodePrompt` records in its result.
  *
  * @example
- * ```ts
- * import { activateLoras } from "./lora.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { activateLoras } from "@denoise/sd/pipeline";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15");
  * const set = await activateLoras(pipe, [{ lora: "loras/ink.safetensors", weight: 0.6 }]);
  * ```
@@ -253,7 +253,7 @@ export async function activateLoras(
  * The LoRAs merged into the pipeline now.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { activeLoras, loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { loras: [{ lora: "loras/ink.safetensors" }] });
  * console.log(activeLoras(pipe).map((l) => `${l.name}: ${l.unet}`)); // ["ink: 1"]
@@ -268,10 +268,10 @@ export function activeLoras(pipe: Pipeline): readonly ActiveLora[] {
  * the set its prompt embeddings were made with.
  *
  * @example
- * ```ts
- * import { syncLoras } from "./lora.ts";
- * import { encodePrompt } from "./encode.ts";
- * import { loadPipeline } from "./load.ts";
+ * ```ts no-run
+ * import { syncLoras } from "@denoise/sd/pipeline";
+ * import { encodePrompt } from "@denoise/sd";
+ * import { loadPipeline } from "@denoise/sd";
  * const pipe = await loadPipeline("models/sd15", { loraDir: "loras/" });
  * const embeds = await encodePrompt(pipe, "a fox <lora:ink:1>");
  * await syncLoras(pipe, embeds.loras ?? []);

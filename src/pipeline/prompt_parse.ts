@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * import { chunkTokens, parsePromptAttention } from "./prompt_parse.ts";
+ * import { chunkTokens, parsePromptAttention } from "@denoise/sd/pipeline";
  * const parts = parsePromptAttention("a (red:1.2) car, [blurry]");
  * // [["a ", 1], ["red", 1.2], [" car, ", 1], ["blurry", 0.9090909090909091]]
  * const encode = (text: string) => [...text].map((c) => c.charCodeAt(0));
@@ -119,7 +119,7 @@ function parseWeight(text: string, prompt: string): number {
  *
  * @example
  * ```ts
- * import { parsePromptAttention } from "./prompt_parse.ts";
+ * import { parsePromptAttention } from "@denoise/sd/pipeline";
  * parsePromptAttention("an (important) word");
  * // [["an ", 1], ["important", 1.1], [" word", 1]]
  * parsePromptAttention("a BREAK b"); // [["a", 1], ["BREAK", -1], ["b", 1]]
@@ -183,7 +183,7 @@ function checkId(name: string, id: unknown): number {
  *
  * @example
  * ```ts
- * import { chunkTokens, parsePromptAttention } from "./prompt_parse.ts";
+ * import { chunkTokens, parsePromptAttention } from "@denoise/sd/pipeline";
  * const vocab = new Map<string, number>([["a", 320], ["cat", 2368], [",", 267]]);
  * const encode = (t: string) => t.split(/\s+/).filter(Boolean).map((w) => vocab.get(w) ?? 0);
  * const [chunk] = chunkTokens(parsePromptAttention("a (cat)"), encode, {
@@ -299,8 +299,8 @@ export function chunkTokens(
  *
  * @example
  * ```ts
- * import { applyWeights } from "./prompt_parse.ts";
- * const z = new Float32Array(77 * 768); // [77, 768] text encoder output for one chunk
+ * import { applyWeights } from "@denoise/sd/pipeline";
+ * const z = new Float32Array(77 * 768).fill(0.5); // [77, 768] text encoder output for one chunk
  * const weights = new Array(77).fill(1);
  * weights[3] = 1.2;
  * const weighted = applyWeights(z, weights); // [77, 768]

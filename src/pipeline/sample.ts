@@ -117,7 +117,7 @@ export interface SampleStep {
  * cuts back to the skips' sizes (diffusers' `forward_upsample_size`), so 136×72 or 768×432 work.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { loadPipeline, sizeFactor } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * console.log(sizeFactor(pipe)); // 8
@@ -132,7 +132,7 @@ export function sizeFactor(pipe: Pick<Pipeline, "configs">): number {
  * gives a diffusers config object.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { loadPipeline, schedulerFor } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * const s = schedulerFor(pipe, { steps: 20, scheduler: "DPM++ 2M Karras" });
@@ -172,10 +172,10 @@ export function schedulerFor(
  * call), all as diffusers' pipelines with their generator order.
  *
  * @example
- * ```ts
- * import { loadPipeline } from "./load.ts";
- * import { encodePrompt } from "./encode.ts";
- * import { sampleLatents } from "./sample.ts";
+ * ```ts no-run
+ * import { loadPipeline } from "@denoise/sd";
+ * import { encodePrompt } from "@denoise/sd";
+ * import { sampleLatents } from "@denoise/sd";
  * const pipe = await loadPipeline("tests/fixtures/models/tiny-sd15");
  * const embeds = await encodePrompt(pipe, "a photo of an astronaut riding a horse on mars");
  * let latents;
@@ -435,8 +435,9 @@ export type SampleTarget = Pick<Pipeline, "configs" | "schedulerConfig"> & {
  * runtime). Returns the size that will be used.
  *
  * @example
- * ```ts
- * import { checkSampleOptions, inspectModel, Runtime } from "@denoise/sd";
+ * ```ts no-run
+ * import { checkSampleOptions, inspectModel } from "@denoise/sd";
+ * import { Runtime } from "@denoise/sd/gpu";
  * const rt = await Runtime.create();
  * const info = await inspectModel("tests/fixtures/models/tiny-sd15");
  * checkSampleOptions({ ...info, rt }, { width: 64, height: 64, steps: 20 });
@@ -491,7 +492,10 @@ function checkSize(pipe: SampleTarget, options: SampleOptions): { height: number
  *
  * @example
  * ```ts
- * import { createScheduler, runPlanGpu, Runtime, torchRandn } from "@denoise/sd";
+ * import { torchRandn } from "@denoise/sd";
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { createScheduler } from "@denoise/sd/schedulers";
+ * import { runPlanGpu } from "@denoise/sd/pipeline";
  * const rt = await Runtime.create();
  * const s = createScheduler("euler", {}, { steps: 4 });
  * const state = new Map([

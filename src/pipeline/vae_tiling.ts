@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { planVaeTiles } from "./vae_tiling.ts";
+ * import { planVaeTiles } from "@denoise/sd/pipeline";
  * const config = { block_out_channels: [128, 256, 512, 512], sample_size: 512 };
  * const plan = planVaeTiles(config, { height: 128, width: 136, tiling: true });
  * console.log(plan?.tile, plan?.count); // 64 9
@@ -79,7 +79,7 @@ export const TILE_OVERLAP = 0.25;
  *
  * @example
  * ```ts
- * import { vaeDecodeBytes } from "./vae_tiling.ts";
+ * import { vaeDecodeBytes } from "@denoise/sd/pipeline";
  * const sd = { block_out_channels: [128, 256, 512, 512] };
  * console.log(vaeDecodeBytes(sd, { height: 64, width: 64 })); // 268435456 (256 ch × 512² × f32)
  * ```
@@ -108,7 +108,7 @@ export function vaeDecodeBytes(
  *
  * @example
  * ```ts
- * import { planVaeTiles } from "./vae_tiling.ts";
+ * import { planVaeTiles } from "@denoise/sd/pipeline";
  * const tiny = { block_out_channels: [32, 32, 64, 64], sample_size: 128 };
  * // 1088×1024 on the tiny VAE needs a 142 MB buffer; llvmpipe binds 128 MiB
  * const plan = planVaeTiles(tiny, { height: 128, width: 136, maxBindingBytes: 2 ** 27 });
@@ -174,7 +174,7 @@ export interface DecodedTile {
  *
  * @example
  * ```ts
- * import { tiledDecode } from "./vae_tiling.ts";
+ * import { tiledDecode } from "@denoise/sd/pipeline";
  * const plan = { tile: 4, stride: 3, factor: 1, count: 4, tileBytes: 0, wholeBytes: 0 };
  * const latents = { channels: 3, height: 6, width: 6, data: new Float32Array(108).fill(1) };
  * const image = await tiledDecode(latents, plan, (t) => t); // an identity "decoder"

@@ -27,7 +27,7 @@ export interface Rng {
    *
    * @example
    * ```ts
-   * import { torchRandn } from "./torch_randn.ts";
+   * import { torchRandn } from "@denoise/sd";
    * const noise = torchRandn(0).randn([1, 4, 64, 64]); // [B, C, H, W]
    * ```
    */
@@ -291,7 +291,7 @@ class TorchCpuGenerator implements Rng {
  *
  * @example
  * ```ts
- * import { torchRandn } from "./torch_randn.ts";
+ * import { torchRandn } from "@denoise/sd";
  * const g = torchRandn(42);
  * const latents = g.randn([1, 4, 64, 64]); // [B, C, H, W], = torch.randn(..., generator=g)
  * const stepNoise = g.randn([1, 4, 64, 64]); // the next draw, as an ancestral sampler makes

@@ -23,7 +23,7 @@ import {
  *
  * @example
  * ```ts
- * import type { ScheduleSetup } from "./base.ts";
+ * import type { ScheduleSetup } from "@denoise/sd/schedulers";
  * const s: ScheduleSetup = {
  *   timesteps: [999], initNoiseSigma: 1, alphasCumprod: new Float64Array(1000), buffers: [],
  *   config: {},
@@ -53,7 +53,7 @@ export interface ScheduleSetup {
  *
  * @example
  * ```ts
- * import { openConfig, type OpenedConfig } from "./base.ts";
+ * import { openConfig, type OpenedConfig } from "@denoise/sd/schedulers";
  * const o: OpenedConfig = openConfig("DDIMScheduler", { beta_schedule: "linear", beta_start: 1e-4,
  *   beta_end: 0.02, num_train_timesteps: 1000, prediction_type: "epsilon" }, {}, 4);
  * ```
@@ -77,7 +77,7 @@ export interface OpenedConfig {
  *
  * @example
  * ```ts
- * import { openConfig } from "./base.ts";
+ * import { openConfig } from "@denoise/sd/schedulers";
  * import { EULER_DEFAULTS } from "./euler.ts";
  * const { train, steps, pred } = openConfig("EulerDiscreteScheduler", EULER_DEFAULTS, {}, 20);
  * ```
@@ -101,8 +101,8 @@ export function openConfig(
  *
  * @example
  * ```ts
- * import { SchedulerBase } from "./base.ts";
- * import type { StepPlan } from "./common.ts";
+ * import { SchedulerBase } from "@denoise/sd/schedulers";
+ * import type { StepPlan } from "@denoise/sd/schedulers";
  * class Identity extends SchedulerBase {
  *   readonly kind = "identity";
  *   constructor() {

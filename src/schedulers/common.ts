@@ -35,7 +35,7 @@ export { interpTable, npArange, npLinspace, roundHalfEven, torchLinspaceF32 };
  *
  * @example
  * ```ts
- * import type { BufferName } from "./common.ts";
+ * import type { BufferName } from "@denoise/sd/schedulers";
  * const slot: BufferName = "x0_0";
  * ```
  */
@@ -46,7 +46,7 @@ export type BufferName = string;
  *
  * @example
  * ```ts
- * import type { PlanOp } from "./common.ts";
+ * import type { PlanOp } from "@denoise/sd/schedulers";
  * const copy: PlanOp = { op: "lincomb", dst: "ets0", terms: [{ src: "model_output", coef: 1 }] };
  * ```
  */
@@ -60,7 +60,7 @@ export type PlanOp =
  *
  * @example
  * ```ts
- * import { MAX_TERMS } from "./common.ts";
+ * import { MAX_TERMS } from "@denoise/sd/schedulers";
  * console.log(MAX_TERMS); // 8
  * ```
  */
@@ -71,7 +71,7 @@ export const MAX_TERMS = 8;
  *
  * @example
  * ```ts
- * import type { StepPlan } from "./common.ts";
+ * import type { StepPlan } from "@denoise/sd/schedulers";
  * const euler: StepPlan = {
  *   ops: [{ op: "lincomb", dst: "prev_sample", terms: [
  *     { src: "sample", coef: 1 }, { src: "model_output", coef: -0.5 },
@@ -97,8 +97,8 @@ export interface StepPlan {
  *
  * @example
  * ```ts
- * import type { Scheduler } from "./common.ts";
- * import { createScheduler } from "./mod.ts";
+ * import type { Scheduler } from "@denoise/sd/schedulers";
+ * import { createScheduler } from "@denoise/sd/schedulers";
  * const s: Scheduler = createScheduler("Euler a", { steps_offset: 1 }, { steps: 20 });
  * for (let i = 0; i < s.timesteps.length; i++) {
  *   const scale = s.scaleModelInput(i); // U-Net input = latents·scale at s.timesteps[i]
@@ -143,7 +143,7 @@ export interface Scheduler {
  *
  * @example
  * ```ts
- * import type { SchedulerConfig } from "./common.ts";
+ * import type { SchedulerConfig } from "@denoise/sd/schedulers";
  * const cfg: SchedulerConfig = JSON.parse('{"beta_schedule": "scaled_linear", "steps_offset": 1}');
  * ```
  */
@@ -206,7 +206,7 @@ export const f32: (x: number) => number = Math.fround;
  *
  * @example
  * ```ts
- * import { ConfigReader } from "./common.ts";
+ * import { ConfigReader } from "@denoise/sd/schedulers";
  * const r = new ConfigReader("DDIMScheduler", { steps_offset: 0 }, { steps_offset: 1 });
  * console.log(r.int("steps_offset")); // 1
  * ```

@@ -11,8 +11,8 @@ import type { BufferName, Scheduler, StepPlan } from "./common.ts";
  *
  * @example
  * ```ts
- * import type { RandnFn } from "./cpu.ts";
- * import { torchRandn } from "../rng/torch_randn.ts";
+ * import type { RandnFn } from "@denoise/sd/schedulers";
+ * import { torchRandn } from "@denoise/sd";
  * const rng = torchRandn(0);
  * const randn: RandnFn = (n) => rng.randn([n]);
  * ```
@@ -26,7 +26,7 @@ export type RandnFn = (n: number) => Float32Array;
  *
  * @example
  * ```ts
- * import { runPlanCpu } from "./cpu.ts";
+ * import { runPlanCpu } from "@denoise/sd/schedulers";
  * const buffers = new Map([
  *   ["sample", new Float32Array([1, 2])],
  *   ["model_output", new Float32Array([10, 20])],
@@ -100,7 +100,7 @@ export function runPlanCpu(
  *
  * @example
  * ```ts
- * import type { SampleCpuOptions } from "./cpu.ts";
+ * import type { SampleCpuOptions } from "@denoise/sd/schedulers";
  * const o: SampleCpuOptions = {
  *   model: (x) => new Float32Array(x.length),
  *   randn: (n) => new Float32Array(n),
@@ -130,8 +130,8 @@ export interface SampleCpuOptions {
  *
  * @example
  * ```ts
- * import { createScheduler } from "./mod.ts";
- * import { sampleCpu } from "./cpu.ts";
+ * import { createScheduler } from "@denoise/sd/schedulers";
+ * import { sampleCpu } from "@denoise/sd/schedulers";
  * const s = createScheduler("DDIM", { clip_sample: false }, { steps: 2 });
  * const out = sampleCpu(s, new Float32Array(16).fill(1), {
  *   model: (x) => new Float32Array(x.length), // a U-Net that predicts zero noise

@@ -61,7 +61,7 @@ export interface DdimOptions extends StepsOptions {
  *
  * @example
  * ```ts
- * import { DDIMScheduler } from "./ddim.ts";
+ * import { DDIMScheduler } from "@denoise/sd/schedulers";
  * const s = new DDIMScheduler({
  *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", clip_sample: false,
  *   set_alpha_to_one: false, steps_offset: 1,

@@ -49,7 +49,7 @@ export const DDPM_DEFAULTS: Readonly<Record<string, unknown>> = {
  *
  * @example
  * ```ts
- * import { DDPMScheduler } from "./ddpm.ts";
+ * import { DDPMScheduler } from "@denoise/sd/schedulers";
  * const s = new DDPMScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085,
  *   beta_end: 0.012, clip_sample: false, steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps); // [751, 501, 251, 1]

@@ -57,7 +57,7 @@ function ind3(t: number, b: number, c: number, d: number): number {
  *
  * @example
  * ```ts
- * import { DEISMultistepScheduler } from "./deis.ts";
+ * import { DEISMultistepScheduler } from "@denoise/sd/schedulers";
  * const s = new DEISMultistepScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085,
  *   beta_end: 0.012, timestep_spacing: "leading", steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps); // [801, 601, 401, 201]

@@ -63,7 +63,7 @@ type Combo = number[];
  *
  * @example
  * ```ts
- * import { DPMSolverMultistepScheduler } from "./dpmpp_2m.ts";
+ * import { DPMSolverMultistepScheduler } from "@denoise/sd/schedulers";
  * const s = new DPMSolverMultistepScheduler({
  *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear",
  *   timestep_spacing: "leading", steps_offset: 1,

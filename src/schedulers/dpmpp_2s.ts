@@ -84,7 +84,7 @@ export function singlestepOrders(steps: number, order: number, lowerFinal: boole
  *
  * @example
  * ```ts
- * import { DPMSolverSinglestepScheduler } from "./dpmpp_2s.ts";
+ * import { DPMSolverSinglestepScheduler } from "@denoise/sd/schedulers";
  * const s = new DPMSolverSinglestepScheduler({ beta_schedule: "scaled_linear",
  *   beta_start: 0.00085, beta_end: 0.012 }, { steps: 4 });
  * console.log(s.timesteps); // [999, 749, 500, 250]

@@ -113,7 +113,7 @@ export function eulerInputScale(sigma: number): number {
  *
  * @example
  * ```ts
- * import { EulerDiscreteScheduler } from "./euler.ts";
+ * import { EulerDiscreteScheduler } from "@denoise/sd/schedulers";
  * const turbo = new EulerDiscreteScheduler({
  *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear",
  *   timestep_spacing: "trailing",

@@ -41,7 +41,7 @@ export const EULER_A_DEFAULTS: Readonly<Record<string, unknown>> = {
  *
  * @example
  * ```ts
- * import { EulerAncestralDiscreteScheduler } from "./euler_ancestral.ts";
+ * import { EulerAncestralDiscreteScheduler } from "@denoise/sd/schedulers";
  * const s = new EulerAncestralDiscreteScheduler({
  *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear",
  *   timestep_spacing: "leading", steps_offset: 1,

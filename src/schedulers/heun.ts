@@ -50,7 +50,7 @@ export const HEUN_DEFAULTS: Readonly<Record<string, unknown>> = {
  *
  * @example
  * ```ts
- * import { HeunDiscreteScheduler } from "./heun.ts";
+ * import { HeunDiscreteScheduler } from "@denoise/sd/schedulers";
  * const s = new HeunDiscreteScheduler({ beta_schedule: "scaled_linear", timestep_spacing: "leading",
  *   steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps); // [751, 501, 501, 251, 251, 1, 1]

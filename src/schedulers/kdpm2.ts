@@ -55,7 +55,7 @@ export const KDPM2_DEFAULTS: Readonly<Record<string, unknown>> = {
  *
  * @example
  * ```ts
- * import { KDPM2DiscreteScheduler } from "./kdpm2.ts";
+ * import { KDPM2DiscreteScheduler } from "@denoise/sd/schedulers";
  * const s = new KDPM2DiscreteScheduler({ beta_schedule: "scaled_linear",
  *   timestep_spacing: "leading", steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps.length); // 7: 751, ≈634, 501, ≈373, 251, ≈30, 1

@@ -47,7 +47,7 @@ export function ancestralSigmas(sigma: number, next: number): { up: number; down
  *
  * @example
  * ```ts
- * import { KDPM2AncestralDiscreteScheduler } from "./kdpm2_ancestral.ts";
+ * import { KDPM2AncestralDiscreteScheduler } from "@denoise/sd/schedulers";
  * const s = new KDPM2AncestralDiscreteScheduler({ beta_schedule: "scaled_linear",
  *   timestep_spacing: "leading", steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps.length); // 7

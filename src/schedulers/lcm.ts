@@ -65,7 +65,7 @@ export interface LcmOptions extends StepsOptions {
  *
  * @example
  * ```ts
- * import { LCMScheduler } from "./lcm.ts";
+ * import { LCMScheduler } from "@denoise/sd/schedulers";
  * const s = new LCMScheduler({ set_alpha_to_one: false, steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps); // [999, 759, 499, 259]
  * ```

@@ -70,7 +70,7 @@ export function lagrangeIntegral(nodes: number[], j: number, from: number, to: n
  *
  * @example
  * ```ts
- * import { LMSDiscreteScheduler } from "./lms.ts";
+ * import { LMSDiscreteScheduler } from "@denoise/sd/schedulers";
  * const s = new LMSDiscreteScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085,
  *   beta_end: 0.012 }, { steps: 20 });
  * ```

@@ -8,8 +8,8 @@
  *
  * @example
  * ```ts
- * import { createScheduler } from "./mod.ts";
- * import { runPlanCpu } from "./cpu.ts";
+ * import { createScheduler } from "@denoise/sd/schedulers";
+ * import { runPlanCpu } from "@denoise/sd/schedulers";
  * const config = {
  *   _class_name: "PNDMScheduler", beta_start: 0.00085, beta_end: 0.012,
  *   beta_schedule: "scaled_linear", skip_prk_steps: true, steps_offset: 1,

@@ -58,7 +58,7 @@ const PLMS: number[][] = [[1], [3 / 2, -1 / 2], [23 / 12, -16 / 12, 5 / 12], [
  *
  * @example
  * ```ts
- * import { PNDMScheduler } from "./pndm.ts";
+ * import { PNDMScheduler } from "@denoise/sd/schedulers";
  * const s = new PNDMScheduler({
  *   beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", skip_prk_steps: true,
  *   steps_offset: 1,

@@ -27,7 +27,7 @@ import { UniPCMultistepScheduler } from "./unipc.ts";
  *
  * @example
  * ```ts
- * import type { SamplerOption } from "./registry.ts";
+ * import type { SamplerOption } from "@denoise/sd/schedulers";
  * const o: SamplerOption = "karras";
  * ```
  */
@@ -38,7 +38,7 @@ export type SamplerOption = "karras" | "eta" | "originalInferenceSteps";
  *
  * @example
  * ```ts
- * import type { CreateSchedulerOptions } from "./registry.ts";
+ * import type { CreateSchedulerOptions } from "@denoise/sd/schedulers";
  * const o: CreateSchedulerOptions = { steps: 30, karras: true };
  * ```
  */
@@ -64,7 +64,7 @@ export interface CreateSchedulerOptions {
  *
  * @example
  * ```ts
- * import { SIGMA_SCHEDULES } from "./registry.ts";
+ * import { SIGMA_SCHEDULES } from "@denoise/sd/schedulers";
  * console.log(SIGMA_SCHEDULES.join("|")); // discrete|karras|exponential
  * ```
  */
@@ -78,7 +78,7 @@ export type SigmaScheduleName = typeof SIGMA_SCHEDULES[number];
  *
  * @example
  * ```ts
- * import { SAMPLERS, type SamplerInfo } from "./registry.ts";
+ * import { SAMPLERS, type SamplerInfo } from "@denoise/sd/schedulers";
  * const euler: SamplerInfo = SAMPLERS.find((s) => s.kind === "euler")!;
  * console.log(euler.a1111, euler.sdcpp); // "Euler" ["euler"]
  * ```
@@ -111,7 +111,7 @@ export interface SamplerInfo {
  *
  * @example
  * ```ts
- * import { SAMPLERS } from "./registry.ts";
+ * import { SAMPLERS } from "@denoise/sd/schedulers";
  * for (const s of SAMPLERS) console.log(s.kind, s.a1111, s.sdcpp.join(" "));
  * ```
  */
@@ -333,7 +333,7 @@ const SDCPP_WITHOUT_EQUIVALENT: Readonly<Record<string, string>> = {
  *
  * @example
  * ```ts
- * import { SCHEDULER_NAMES } from "./registry.ts";
+ * import { SCHEDULER_NAMES } from "@denoise/sd/schedulers";
  * console.log(SCHEDULER_NAMES.sdcpp.join(", ")); // euler, euler_a, dpm++2m, …
  * ```
  */
@@ -358,7 +358,7 @@ export const SCHEDULER_NAMES: Readonly<
  *
  * @example
  * ```ts
- * import { resolveSchedulerName } from "./registry.ts";
+ * import { resolveSchedulerName } from "@denoise/sd/schedulers";
  * const r = resolveSchedulerName("DPM++ 2M Karras");
  * console.log(r.kind, r.karras); // "dpmpp_2m" true
  * ```
@@ -388,7 +388,7 @@ export function resolveSchedulerName(name: string): ResolvedSampler {
  *
  * @example
  * ```ts
- * import { createScheduler, samplerInfo } from "./registry.ts";
+ * import { createScheduler, samplerInfo } from "@denoise/sd/schedulers";
  * const s = createScheduler("euler", {}, { steps: 4 });
  * console.log(samplerInfo(s).a1111); // "Euler"
  * ```
@@ -405,7 +405,7 @@ export function samplerInfo(scheduler: Pick<Scheduler, "kind">): SamplerInfo {
  *
  * @example
  * ```ts
- * import { a1111Name, createScheduler } from "./registry.ts";
+ * import { a1111Name, createScheduler } from "@denoise/sd/schedulers";
  * console.log(a1111Name(createScheduler("dpm++2m", {}, { steps: 4, karras: true })));
  * // "DPM++ 2M Karras"
  * ```
@@ -421,7 +421,7 @@ export function a1111Name(scheduler: Pick<Scheduler, "kind" | "config">): string
  *
  * @example
  * ```ts
- * import { a1111ScheduleType, createScheduler } from "./registry.ts";
+ * import { a1111ScheduleType, createScheduler } from "@denoise/sd/schedulers";
  * const s = createScheduler("euler", {}, { steps: 4, schedule: "exponential" });
  * console.log(a1111ScheduleType(s)); // "Exponential"
  * ```
@@ -438,7 +438,7 @@ export function a1111ScheduleType(scheduler: Pick<Scheduler, "config">): string 
  *
  * @example
  * ```ts
- * import { createScheduler } from "./registry.ts";
+ * import { createScheduler } from "@denoise/sd/schedulers";
  * const sdTurbo = {
  *   _class_name: "EulerDiscreteScheduler", beta_start: 0.00085, beta_end: 0.012,
  *   beta_schedule: "scaled_linear", timestep_spacing: "trailing", steps_offset: 1,

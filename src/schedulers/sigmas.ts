@@ -47,7 +47,7 @@ export function exponentialSigmas(sigmaMin: number, sigmaMax: number, steps: num
  *
  * @example
  * ```ts
- * import { ConfigReader } from "./common.ts";
+ * import { ConfigReader } from "@denoise/sd/schedulers";
  * import { sigmaSpacing } from "./sigmas.ts";
  * const r = new ConfigReader("X", { use_karras_sigmas: false }, { use_exponential_sigmas: true });
  * console.log(sigmaSpacing(r, undefined)); // { karras: false, exponential: true }

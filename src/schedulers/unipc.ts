@@ -89,7 +89,7 @@ export function solve(a: number[][], b: number[]): number[] {
  *
  * @example
  * ```ts
- * import { UniPCMultistepScheduler } from "./unipc.ts";
+ * import { UniPCMultistepScheduler } from "@denoise/sd/schedulers";
  * const s = new UniPCMultistepScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085,
  *   beta_end: 0.012, timestep_spacing: "leading", steps_offset: 1 }, { steps: 4 });
  * console.log(s.timesteps); // [801, 601, 401, 201]

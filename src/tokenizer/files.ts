@@ -11,7 +11,7 @@ import { END_OF_TEXT, parseMerges, START_OF_TEXT, vocabFromMerges } from "./bpe.
  * The special tokens and added tokens a tokenizer folder declares.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { readTokenizerFiles, type SpecialTokens } from "./files.ts";
  * const special: SpecialTokens = (await readTokenizerFiles("models/sd21/tokenizer")).special;
  * special.pad; // "!"
@@ -38,7 +38,7 @@ export interface SpecialTokens {
  * A tokenizer's vocabulary, merges and special tokens, with where they came from.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { readTokenizerFiles, type TokenizerFiles } from "./files.ts";
  * const files: TokenizerFiles = await readTokenizerFiles("bpe_simple_vocab_16e6.txt.gz");
  * files.merges.length; // 48894
@@ -249,7 +249,7 @@ async function readMergesFile(file: string | URL): Promise<TokenizerFiles> {
  * file is an error that names it and what was expected.
  *
  * @example
- * ```ts
+ * ```ts no-run
  * import { readTokenizerFiles } from "./files.ts";
  * const files = await readTokenizerFiles("models/sd15/tokenizer");
  * files.vocab.size; // 49408

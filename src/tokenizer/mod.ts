@@ -12,8 +12,8 @@
  * token, so every "!" in a prompt becomes id 0 instead of being merged with its neighbours.
  *
  * @example
- * ```ts
- * import { loadTokenizer } from "./mod.ts";
+ * ```ts no-run
+ * import { loadTokenizer } from "@denoise/sd/tokenizer";
  * const tok = await loadTokenizer("models/sd15/tokenizer");
  * const ids = tok.encodePadded("a photo of an astronaut riding a horse on mars"); // 77 ids
  * ```
@@ -28,8 +28,8 @@ import { readTokenizerFiles, type TokenizerFiles } from "./files.ts";
  * Options for {@link loadTokenizer}.
  *
  * @example
- * ```ts
- * import { loadTokenizer, type LoadTokenizerOptions } from "./mod.ts";
+ * ```ts no-run
+ * import { loadTokenizer, type LoadTokenizerOptions } from "@denoise/sd/tokenizer";
  * const sd2: LoadTokenizerOptions = { padToken: "!" };
  * const tok = await loadTokenizer("bpe_simple_vocab_16e6.txt.gz", sd2);
  * ```
@@ -49,8 +49,8 @@ export interface LoadTokenizerOptions {
  * Options for {@link ClipTokenizer.encodePadded}.
  *
  * @example
- * ```ts
- * import { loadTokenizer, type EncodePaddedOptions } from "./mod.ts";
+ * ```ts no-run
+ * import { loadTokenizer, type EncodePaddedOptions } from "@denoise/sd/tokenizer";
  * const tok = await loadTokenizer("models/sd15/tokenizer");
  * const options: EncodePaddedOptions = { onTruncate: (cut) => console.log(`dropped: ${cut}`) };
  * tok.encodePadded("a very long prompt", options);
@@ -68,8 +68,8 @@ export interface EncodePaddedOptions {
  * A loaded CLIP tokenizer. Ids are plain numbers; pass them to the text encoder as int32.
  *
  * @example
- * ```ts
- * import { type ClipTokenizer, loadTokenizer } from "./mod.ts";
+ * ```ts no-run
+ * import { type ClipTokenizer, loadTokenizer } from "@denoise/sd/tokenizer";
  * const tok: ClipTokenizer = await loadTokenizer("models/sd15/tokenizer");
  * const ids = Int32Array.from(tok.encodePadded("a red fox")); // [1, 77] input_ids
  * tok.decode(tok.encode("a red fox")); // "a red fox"
@@ -276,8 +276,8 @@ class Tokenizer implements ClipTokenizer {
  * URL.
  *
  * @example
- * ```ts
- * import { loadTokenizer } from "./mod.ts";
+ * ```ts no-run
+ * import { loadTokenizer } from "@denoise/sd/tokenizer";
  * const sd2 = await loadTokenizer("../shared/data/clip/bpe_simple_vocab_16e6.txt.gz", {
  *   padToken: "!",
  * });

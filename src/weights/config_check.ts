@@ -4,8 +4,8 @@
  * instead of surfacing later as `Cannot read properties of undefined`.
  *
  * @example
- * ```ts
- * import { checkComponentConfig } from "./config_check.ts";
+ * ```ts no-run
+ * import { checkComponentConfig } from "@denoise/sd/weights";
  * checkComponentConfig("vae", { block_out_channels: [128] }, "vae/config.json");
  * // throws: vae/config.json: "in_channels" is missing (image channels, 3) — …
  * ```
@@ -87,8 +87,8 @@ const RULES: Record<"unet" | "vae" | "text_encoder", Record<string, Rule>> = {
  *
  * @example
  * ```ts
- * import { checkComponentConfig } from "./config_check.ts";
- * import { SD15 } from "./configs.ts";
+ * import { checkComponentConfig } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * checkComponentConfig("unet", SD15.unet, "unet/config.json"); // passes
  * ```
  */
@@ -133,8 +133,8 @@ export function checkComponentConfig(
  *
  * @example
  * ```ts
- * import { checkModelConfigs } from "./config_check.ts";
- * import { SD15 } from "./configs.ts";
+ * import { checkModelConfigs } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * checkModelConfigs(SD15, {
  *   unet: "unet/config.json", vae: "vae/config.json", text_encoder: "text_encoder/config.json",
  * });

@@ -273,7 +273,7 @@ function tokenizer(pad: string): TokenizerSettings {
  *
  * @example
  * ```ts
- * import { SD15 } from "./configs.ts";
+ * import { SD15 } from "@denoise/sd/weights";
  * console.log(SD15.unet.cross_attention_dim); // 768
  * ```
  */
@@ -291,7 +291,7 @@ export const SD15: PipelineConfigs = {
  *
  * @example
  * ```ts
- * import { SD21 } from "./configs.ts";
+ * import { SD21 } from "@denoise/sd/weights";
  * console.log(SD21.scheduler.prediction_type); // "v_prediction"
  * ```
  */
@@ -330,7 +330,7 @@ export const SD21: PipelineConfigs = {
  *
  * @example
  * ```ts
- * import { cloneConfigs, SD21 } from "./configs.ts";
+ * import { cloneConfigs, SD21 } from "@denoise/sd/weights";
  * const base = cloneConfigs(SD21);
  * base.scheduler.prediction_type = "epsilon"; // SD 2.1-base
  * ```

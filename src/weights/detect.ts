@@ -49,9 +49,9 @@ const OPENCLIP_KEY = "cond_stage_model.model.token_embedding.weight";
  * means v-prediction.
  *
  * @example
- * ```ts
- * import { openSafetensors } from "./safetensors.ts";
- * import { detectCheckpoint } from "./detect.ts";
+ * ```ts no-run
+ * import { openSafetensors } from "@denoise/sd/weights";
+ * import { detectCheckpoint } from "@denoise/sd/weights";
  * const f = await openSafetensors("v2-1_768-ema-pruned.safetensors");
  * const d = detectCheckpoint(f.tensors);
  * console.log(d.family, d.predictionType); // "sd2" "v_prediction"

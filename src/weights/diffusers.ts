@@ -130,8 +130,8 @@ async function findWeights(dir: string, component: Component, variant?: "fp16"):
  * locates the weights files (nothing large is read).
  *
  * @example
- * ```ts
- * import { openDiffusersFolder } from "./diffusers.ts";
+ * ```ts no-run
+ * import { openDiffusersFolder } from "@denoise/sd/weights";
  * const folder = await openDiffusersFolder("models/stable-diffusion-v1-5", { variant: "fp16" });
  * console.log(folder.weights.unet, folder.configs.scheduler._class_name);
  * ```

@@ -15,8 +15,8 @@ const BLOCK = 1 << 20;
  * The SHA-256 of a file as lowercase hex, from byte `from` (default 0) to the end.
  *
  * @example
- * ```ts
- * import { sha256File } from "./hashes.ts";
+ * ```ts no-run
+ * import { sha256File } from "@denoise/sd/weights";
  * const hash = await sha256File("vae-ft-mse-840000-ema-pruned.safetensors");
  * console.log(hash.slice(0, 10)); // A1111's "VAE hash"
  * ```
@@ -43,8 +43,8 @@ export async function sha256File(
  * LoRA's short hash.
  *
  * @example
- * ```ts
- * import { addnetHash } from "./hashes.ts";
+ * ```ts no-run
+ * import { addnetHash } from "@denoise/sd/weights";
  * const hash = await addnetHash("my_lora.safetensors");
  * console.log(hash.slice(0, 12)); // as in "Lora hashes: "my_lora: 0123456789ab""
  * ```

@@ -99,8 +99,8 @@ function checkFactors(m: { name: string; down: LoraFactor; up: LoraFactor }): st
  * LoKr, DoRA, …). Keys that are no LoRA factor are kept in `unknown`. Pickles are refused.
  *
  * @example
- * ```ts
- * import { loadLora } from "@denoise/sd";
+ * ```ts no-run
+ * import { loadLora } from "@denoise/sd/weights";
  * const lora = await loadLora("loras/add_detail.safetensors");
  * console.log(lora.name, lora.modules.size, lora.shorthash);
  * ```
@@ -285,9 +285,9 @@ function familyEvidence(target: LoraTarget, weight: readonly number[]): string |
  * module names that match nothing.
  *
  * @example
- * ```ts
- * import { loadLora, matchLora } from "./lora.ts";
- * import { SD15 } from "./configs.ts";
+ * ```ts no-run
+ * import { loadLora, matchLora } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * declare const unetShapes: Map<string, number[]>, textShapes: Map<string, number[]>;
  * const lora = await loadLora("my_lora.safetensors");
  * const { targets, unmatched } = matchLora(lora, {

@@ -11,6 +11,7 @@
  *
  * @module
  */
+export * from "./config_check.ts";
 export * from "./configs.ts";
 export * from "./detect.ts";
 export * from "./diffusers.ts";

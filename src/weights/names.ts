@@ -134,7 +134,7 @@ function squeezedShape(shape: readonly number[]): number[] {
  *
  * @example
  * ```ts
- * import { transformedShape } from "./names.ts";
+ * import { transformedShape } from "@denoise/sd/weights";
  * transformedShape([96, 32], { split: 1, of: 3, axis: 0 }); // [32, 32]
  * transformedShape([64, 64, 1, 1], "squeeze_1x1"); // [64, 64]
  * ```
@@ -162,7 +162,7 @@ export function transformedShape(shape: readonly number[], transform?: Transform
  *
  * @example
  * ```ts
- * import { applyTransform } from "./names.ts";
+ * import { applyTransform } from "@denoise/sd/weights";
  * const qkv = new Float32Array(6 * 2); // [6, 2] fused q/k/v
  * const { data, shape } = applyTransform(qkv, [6, 2], { split: 2, of: 3, axis: 0 });
  * console.log(shape, data.length); // [2, 2] 4
@@ -391,10 +391,10 @@ function countVaeLevels(shapes: Shapes): number {
  * `ignored`; keys no rule matches are listed in `unknown`.
  *
  * @example
- * ```ts
- * import { openSafetensors } from "./safetensors.ts";
- * import { mapSingleFileKeys } from "./names.ts";
- * import { SD15 } from "./configs.ts";
+ * ```ts no-run
+ * import { openSafetensors } from "@denoise/sd/weights";
+ * import { mapSingleFileKeys } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * const f = await openSafetensors("v1-5-pruned-emaonly.safetensors");
  * const { entries, unknown } = mapSingleFileKeys(f.tensors, {
  *   unet: SD15.unet,
@@ -447,8 +447,8 @@ const RESNET_LDM: Record<string, string> = Object.fromEntries(
  *
  * @example
  * ```ts
- * import { ldmUnetModule } from "./names.ts";
- * import { SD15 } from "./configs.ts";
+ * import { ldmUnetModule } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * ldmUnetModule("mid_block.attentions.0.transformer_blocks.0.attn2.to_k", SD15.unet);
  * // "middle_block.1.transformer_blocks.0.attn2.to_k"
  * ```
@@ -520,9 +520,9 @@ const VAE_OLD_ATTENTION: Record<string, string> = {
  * ignored; anything else that matches no rule is listed in `unknown`.
  *
  * @example
- * ```ts
- * import { openSafetensors } from "./safetensors.ts";
- * import { mapVaeFileKeys } from "./names.ts";
+ * ```ts no-run
+ * import { openSafetensors } from "@denoise/sd/weights";
+ * import { mapVaeFileKeys } from "@denoise/sd/weights";
  * const f = await openSafetensors("vae-ft-mse-840000-ema-pruned.safetensors");
  * const { entries, unknown } = mapVaeFileKeys(f.tensors, { levels: 4 });
  * console.log(entries.length, unknown); // 248 []
@@ -596,7 +596,7 @@ const LORA_OTHER: [RegExp, string][] = [
  *
  * @example
  * ```ts
- * import { parseLoraKey } from "./names.ts";
+ * import { parseLoraKey } from "@denoise/sd/weights";
  * parseLoraKey("lora_unet_mid_block_attentions_0_proj_in.lora_down.weight");
  * // { module: "lora_unet_mid_block_attentions_0_proj_in", part: "down" }
  * parseLoraKey("unet.mid_block.attentions.0.proj_in.lora_B.weight");
@@ -625,8 +625,8 @@ export function parseLoraKey(key: string): LoraKey | { other: string } | undefin
  *
  * @example
  * ```ts
- * import { loraModuleAliases } from "./names.ts";
- * import { SD15 } from "./configs.ts";
+ * import { loraModuleAliases } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * loraModuleAliases("unet", "down_blocks.0.attentions.0.proj_in", SD15.unet);
  * // ["lora_unet_down_blocks_0_attentions_0_proj_in", "lora_unet_input_blocks_1_1_proj_in",
  * //  "unet.down_blocks.0.attentions.0.proj_in", "down_blocks.0.attentions.0.proj_in",

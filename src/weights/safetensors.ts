@@ -61,7 +61,7 @@ const CONVERT_HINT = "convert it to .safetensors first, e.g. with diffusers' " +
  *
  * @example
  * ```ts
- * import { filePath } from "./safetensors.ts";
+ * import { filePath } from "@denoise/sd/weights";
  * filePath(new URL("file:///models/a%20b.safetensors")); // "/models/a b.safetensors"
  * ```
  */
@@ -82,7 +82,7 @@ function pickleError(path: string, why: string): Error {
  *
  * @example
  * ```ts
- * import { looksLikePickle } from "./safetensors.ts";
+ * import { looksLikePickle } from "@denoise/sd/weights";
  * looksLikePickle(new Uint8Array([0x50, 0x4b, 0x03, 0x04])); // true (zip)
  * ```
  */
@@ -112,7 +112,7 @@ interface RawEntry {
  *
  * @example
  * ```ts
- * import { parseSafetensorsHeader } from "./safetensors.ts";
+ * import { parseSafetensorsHeader } from "@denoise/sd/weights";
  * const json = '{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}';
  * const { tensors } = parseSafetensorsHeader(json, { dataStart: 8 + json.length, fileSize: 8 + json.length + 8 });
  * console.log(tensors.get("w")?.shape); // [2]
@@ -311,7 +311,7 @@ async function readFully(file: Deno.FsFile, offset: number, out: Uint8Array): Pr
  *
  * @example
  * ```ts
- * import { toFloat32 } from "./safetensors.ts";
+ * import { toFloat32 } from "@denoise/sd/weights";
  * const half = new Uint8Array([0x00, 0x3c]); // 1.0 in F16
  * console.log(toFloat32(half, "F16")[0]); // 1
  * ```
@@ -348,8 +348,8 @@ export function toFloat32(bytes: Uint8Array, dtype: Dtype): Float32Array {
  * byte range at a time. Refuses pickle checkpoints by extension and by magic bytes.
  *
  * @example
- * ```ts
- * import { openSafetensors } from "./safetensors.ts";
+ * ```ts no-run
+ * import { openSafetensors } from "@denoise/sd/weights";
  * const f = await openSafetensors("model.safetensors");
  * for (const [name, info] of f.tensors) console.log(name, info.dtype, info.shape);
  * const w = await f.readF32("conv_in.weight");

@@ -108,8 +108,8 @@ const FOLDER_BUFFERS = new Set(["text_model.embeddings.position_ids"]);
  * `.safetensors` checkpoint in the CompVis/LDM layout, whose family is detected from its keys.
  *
  * @example
- * ```ts
- * import { closeModelSource, openModelSource, readComponent } from "./source.ts";
+ * ```ts no-run
+ * import { closeModelSource, openModelSource, readComponent } from "@denoise/sd/weights";
  * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
  * const unet = await readComponent(src, "unet", { f32: true });
  * console.log(unet.get("conv_in.weight")?.shape); // [320, 4, 3, 3]
@@ -179,8 +179,8 @@ export async function openModelSource(
  * out.
  *
  * @example
- * ```ts
- * import { openModelSource, readComponent } from "./source.ts";
+ * ```ts no-run
+ * import { openModelSource, readComponent } from "@denoise/sd/weights";
  * const src = await openModelSource("models/tiny-sd15");
  * const vae = await readComponent(src, "vae");
  * for (const [key, t] of vae) console.log(key, t.dtype, t.shape);
@@ -274,8 +274,8 @@ function readRangeSync(range: TensorRange): Uint8Array {
  * `entries()` reads every tensor.
  *
  * @example
- * ```ts
- * import { closeModelSource, openComponent, openModelSource } from "./source.ts";
+ * ```ts no-run
+ * import { closeModelSource, openComponent, openModelSource } from "@denoise/sd/weights";
  * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
  * const unet = await openComponent(src, "unet");
  * console.log(unet.size, unet.info("conv_in.weight")); // 686 { shape: [320, 4, 3, 3], dtype: "F32" }
@@ -353,10 +353,10 @@ export class ComponentTensors implements ReadonlyMap<string, LoadedTensor> {
  * {@link readComponent}; a single-file source must stay open until the model is built.
  *
  * @example
- * ```ts
- * import { Runtime } from "../gpu/runtime.ts";
- * import { UNet2DConditionModel } from "../models/unet.ts";
- * import { closeModelSource, openComponent, openModelSource } from "./source.ts";
+ * ```ts no-run
+ * import { Runtime } from "@denoise/sd/gpu";
+ * import { UNet2DConditionModel } from "@denoise/sd/models";
+ * import { closeModelSource, openComponent, openModelSource } from "@denoise/sd/weights";
  * const rt = await Runtime.create();
  * const src = await openModelSource("v1-5-pruned-emaonly.safetensors");
  * const unet = UNet2DConditionModel.load(rt, {
@@ -464,9 +464,9 @@ async function vaeFolder(dir: string): Promise<{ config: AutoencoderKLConfig; we
  * unknown keys are an error, and `AutoencoderKL.load` then checks every shape strictly.
  *
  * @example
- * ```ts
- * import { openVaeSource } from "./source.ts";
- * import { SD15 } from "./configs.ts";
+ * ```ts no-run
+ * import { openVaeSource } from "@denoise/sd/weights";
+ * import { SD15 } from "@denoise/sd/weights";
  * const vae = await openVaeSource("vae-ft-mse-840000-ema-pruned.safetensors", { config: SD15.vae });
  * console.log(vae.tensors.size, vae.ignored.length);
  * ```
@@ -507,8 +507,8 @@ export async function openVaeSource(
  * Releases a model source (closes a single file; a folder holds nothing open).
  *
  * @example
- * ```ts
- * import { closeModelSource, openModelSource } from "./source.ts";
+ * ```ts no-run
+ * import { closeModelSource, openModelSource } from "@denoise/sd/weights";
  * const src = await openModelSource("models/tiny-sd15");
  * closeModelSource(src);
  * ```

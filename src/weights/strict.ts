@@ -69,7 +69,7 @@ function entries(src: ShapeSource): [string, number[]][] {
  *
  * @example
  * ```ts
- * import { checkStrict } from "./strict.ts";
+ * import { checkStrict } from "@denoise/sd/weights";
  * const unused = checkStrict(
  *   { "conv_in.weight": [32, 4, 3, 3] },
  *   new Map([["conv_in.weight", { shape: [32, 4, 3, 3] }], ["extra", { shape: [1] }]]),

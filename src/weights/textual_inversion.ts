@@ -38,8 +38,8 @@ export interface TextualInversion {
  * Reads a textual-inversion embedding from a `.safetensors` file (f32, f16 or bf16).
  *
  * @example
- * ```ts
- * import { loadEmbedding } from "@denoise/sd";
+ * ```ts no-run
+ * import { loadEmbedding } from "@denoise/sd/weights";
  * const emb = await loadEmbedding("embeddings/easynegative.safetensors");
  * console.log(emb.name, emb.count, emb.dim); // "easynegative" 8 768
  * ```
