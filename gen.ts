@@ -1,8 +1,9 @@
 /**
- * `deno run -A gen.ts "a prompt" --model PATH`: text to image from the command line. `--help` lists
- * every flag, with the spellings of stable-diffusion.cpp and AUTOMATIC1111 beside ours. The flags
- * are one table (`src/cli/options.ts`); everything a flag or the destination can get wrong is
- * refused before the model loads; images are written without ever replacing a file.
+ * `deno run -A gen.ts "a prompt" [--model PATH]`: text to image from the command line, with the
+ * bundled emoji model `models/denoise-emoji` unless `--model` or `DENOISE_MODEL` names another.
+ * `--help` lists every flag, with the spellings of stable-diffusion.cpp and AUTOMATIC1111 beside
+ * ours. The flags are one table (`src/cli/options.ts`); everything a flag or the destination can
+ * get wrong is refused before the model loads; images are written without ever replacing a file.
  *
  * @module
  */
@@ -56,7 +57,9 @@ async function main(args: string[]): Promise<void> {
     );
   }
   const prompt = values.prompt ?? positionals.join(" ");
-  if (!prompt) throw new UsageError(`no prompt given: deno run -A gen.ts "a prompt" --model PATH`);
+  if (!prompt) {
+    throw new UsageError(`no prompt given: deno run -A gen.ts "a prompt" [--model PATH]`);
+  }
   const seed0 = values.seed ?? BigInt(crypto.getRandomValues(new Uint32Array(1))[0]);
   if (seed0 + BigInt(values.count - 1) > MAX_SEED) {
     throw new UsageError(

@@ -48,6 +48,7 @@
 export { generate, type GenerateOptions, type GenerateProgress } from "./src/pipeline/generate.ts";
 export { GeneratedImage, type GenerationInfo } from "./src/pipeline/image.ts";
 export {
+  DEFAULT_MODEL,
   inspectModel,
   latentFactor,
   loadPipeline,

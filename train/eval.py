@@ -3,7 +3,7 @@
 (a fixed seed each), classified by a small CNN trained on the data set's images (all styles);
 reports top-1 / top-5 over all concepts, and draws the 16-prompt contact sheet.
 
-    eval.py classifier [--data D] [--out /var/tmp/denoise-train/classifier.pt]   # train it once
+    eval.py classifier [--data D] [--out /var/tmp/denoise-train/classifier.pt] [--model M]  # once
     eval.py score --model models/denoise-emoji [--json train/results/eval.json]
                   [--sheet train/results/contact_sheet.png]
     eval.py prompts [--data D]   # (re)writes train/eval_prompts.json (fixed; committed)
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import GROUP_WEIGHT, GROUPS, EmojiData, article  # noqa: E402
+from data import GROUP_WEIGHT, EmojiData  # noqa: E402
 from export import load_exported  # noqa: E402
 from sampling import generate  # noqa: E402
 
@@ -53,9 +53,9 @@ class Classifier(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
                                  nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
 
-        self.features = nn.Sequential(block(3, 48), nn.MaxPool2d(2), block(48, 96), nn.MaxPool2d(2),
-                                      block(96, 192), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(192, classes))
+        self.features = nn.Sequential(block(3, 32), nn.MaxPool2d(2), block(32, 64), nn.MaxPool2d(2),
+                                      block(64, 160), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(160, classes))
 
     def forward(self, x):  # [B, 3, 32, 32] in [-1, 1]
         return self.head(self.features(x))
@@ -80,6 +80,18 @@ def train_classifier(args):
     data = EmojiData(args.data, 32)
     tr, ev = data.indices("train"), data.indices("eval")
     y = torch.tensor([it["concept"] for it in data.items])
+    # Half of the batches see the pictures through the model's VAE (a posterior sample each, made
+    # once): generated pictures come out of that decoder, softer than the originals.
+    recon = None
+    if args.model:
+        vae = load_exported(args.model)[2]
+        g0 = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            parts = []
+            for i in range(0, len(data.images), 128):
+                mean, logvar = vae.encode(data.images[i:i + 128])
+                parts.append(vae.decode(mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g0)))
+            recon = torch.cat(parts).clamp(-1, 1)
     model = Classifier(len(data.concepts))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=5e-4)
     g = torch.Generator().manual_seed(0)
@@ -88,7 +100,8 @@ def train_classifier(args):
     t0 = time.time()
     for step in range(steps):
         pick = torch.tensor(tr)[torch.randint(0, len(tr), (128,), generator=g)]
-        loss = F.cross_entropy(model(augment(data.images[pick], g)), y[pick], label_smoothing=0.1)
+        source = recon if recon is not None and step % 2 else data.images
+        loss = F.cross_entropy(model(augment(source[pick], g)), y[pick], label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,7 +113,7 @@ def train_classifier(args):
         logits = model(data.images[ev])
     top1, top5 = topk(logits, [[int(y[i])] for i in ev])
     torch.save({"model": model.state_dict(), "classes": [c["label"] for c in data.concepts],
-                "heldout_top1": top1, "heldout_top5": top5}, args.out)
+                "heldout_top1": top1, "heldout_top5": top5, "vae_of": args.model}, args.out)
     print(f"classifier: held-out images (styles unseen for that concept) top-1 {top1:.1%} top-5 {top5:.1%} -> {args.out}")
 
 
@@ -145,6 +158,20 @@ def contact_sheet(images, prompts, path, scale=4, cols=4):
     sheet.save(path)
 
 
+def calibrate(clf, vae, root, n=512):
+    """The classifier on the VAE's reconstructions of training pictures: the best a generator
+    that draws training pictures through this VAE could score (the scale for top-1 / top-5)."""
+    if not os.path.exists(os.path.join(root, "items.json")):
+        return None
+    data = EmojiData(root, 32)
+    idx = random.Random(5).sample(data.indices("train"), n)
+    x = data.images[idx]
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(x[i:i + 128])[0]) for i in range(0, n, 128)]).clamp(-1, 1)
+        top1, top5 = topk(clf(rec), [[data.items[i]["concept"]] for i in idx])
+    return {"pictures": n, "top1": round(top1, 4), "top5": round(top5, 4)}
+
+
 def score(args):
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)
@@ -169,15 +196,24 @@ def score(args):
     result = {"model": os.path.normpath(args.model), "seed": args.seed, "steps": args.steps,
               "guidance": args.guidance, "classifier_heldout_top1": ck["heldout_top1"],
               "classifier_heldout_top5": ck["heldout_top5"], "generate_seconds": round(gen_s, 1)}
+    result["classifier_on_vae_reconstructions"] = calibrate(clf, vae, args.data)
     for kind in ("label", "paraphrase"):
         sel = [i for i, r in enumerate(rows) if r["kind"] == kind]
         t1, t5 = topk(logits[sel], [[index[t] for t in rows[i]["targets"]] for i in sel])
         result[kind] = {"prompts": len(sel), "top1": round(t1, 4), "top5": round(t5, 4)}
     best = logits.topk(5, dim=1).indices
     result["per_prompt"] = [{"prompt": r["prompt"], "top5": [classes[int(c)] for c in best[i]]} for i, r in enumerate(rows)]
+    info = os.path.join(args.model, "training.json")  # what the weights cost (written by export.py)
+    if os.path.exists(info):
+        result["training"] = json.load(open(info))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         json.dump(result, open(args.json, "w"), indent=1, ensure_ascii=False)
+    if args.history:  # one row per scored checkpoint, for train/README.md and notebook 04
+        history = json.load(open(args.history)) if os.path.exists(args.history) else []
+        keep = ("training", "label", "paraphrase", "classifier_on_vae_reconstructions", "guidance", "steps")
+        history.append({k: result[k] for k in keep if k in result})
+        json.dump(history, open(args.history, "w"), indent=1)
     if args.sheet:
         os.makedirs(os.path.dirname(os.path.abspath(args.sheet)), exist_ok=True)
         contact_sheet(images[:16], [r["prompt"] for r in rows[:16]], args.sheet)
@@ -190,13 +226,15 @@ def main():
     ap.add_argument("--data", default="/var/tmp/denoise-data/emoji")
     ap.add_argument("--classifier", default="/var/tmp/denoise-train/classifier.pt")
     ap.add_argument("--out", default="/var/tmp/denoise-train/classifier.pt")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default=os.path.join(HERE, "..", "models", "denoise-emoji"))
+    ap.add_argument("--model", default=os.path.join(HERE, "..", "models", "denoise-emoji"),
+                    help="the folder to score (classifier: whose VAE makes half the training pictures)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--json")
+    ap.add_argument("--history", help="append the scores to this JSON list")
     ap.add_argument("--sheet")
     args = ap.parse_args()
     {"classifier": train_classifier, "score": score, "prompts": write_prompts}[args.command](args)

@@ -92,6 +92,13 @@ def export(args):
     summary = (f"VAE {v['step']} steps ({v['samples']} images, {v['cpu'] / 3600:.2f} CPU-hours{dec_note}); U-Net + "
                f"text encoder {s['step']} steps ({s['samples']} samples, {s['cpu'] / 3600:.2f} CPU-hours), "
                f"{'raw' if args.raw else 'EMA'} weights.")
+    write_json(os.path.join(tmp, "training.json"), {
+        "unet_step": s["step"], "unet_samples": s["samples"], "unet_cpu_h": round(s["cpu"] / 3600, 2),
+        "vae_step": v["step"], "vae_cpu_h": round(v["cpu"] / 3600, 2),
+        "vae_decoder_step": dv["step"] if dv else v["step"],
+        "vae_decoder_cpu_h": round((dv["cpu"] - v["cpu"]) / 3600, 2) if dv else 0.0,
+        "weights": "raw" if args.raw else "EMA",
+    })
     with open(os.path.join(tmp, "README.md"), "w") as f:
         f.write(CARD.format(px=px, lat=px // vae.scale_factor, summary=summary, merges=ck["merges"]))
     shutil.rmtree(out, ignore_errors=True)

@@ -102,7 +102,8 @@ export const FLAGS = {
     name: "model",
     short: "m",
     group: "Model",
-    help: "a diffusers folder or a single-file .safetensors",
+    help:
+      "a diffusers folder or a single-file .safetensors (default: the bundled models/denoise-emoji)",
     env: "DENOISE_MODEL",
   }),
   tokenizer: flag.path({

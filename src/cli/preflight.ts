@@ -18,7 +18,7 @@
  * @module
  */
 import { Runtime } from "../gpu/runtime.ts";
-import { inspectModel, latentFactor, type ModelInfo } from "../pipeline/load.ts";
+import { DEFAULT_MODEL, inspectModel, latentFactor, type ModelInfo } from "../pipeline/load.ts";
 import { checkSampleOptions, schedulerFor, sizeFactor } from "../pipeline/sample.ts";
 import type { Scheduler } from "../schedulers/mod.ts";
 import { planVaeTiles } from "../pipeline/vae_tiling.ts";
@@ -64,12 +64,7 @@ export async function preflight(
   values: FlagValues<typeof FLAGS>,
   spelled: Spelled,
 ): Promise<Checked> {
-  const model = values.model;
-  if (!model) {
-    throw new UsageError(
-      "no model given: pass --model PATH (a diffusers folder or .safetensors) or set DENOISE_MODEL",
-    );
-  }
+  const model = values.model ?? DEFAULT_MODEL; // the bundled emoji model unless one is named
   await checkReadable(model, spelled.model ?? "--model");
   for (
     const key of [

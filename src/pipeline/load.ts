@@ -99,8 +99,32 @@ export function latentFactor(pipe: Pick<Pipeline, "configs">): number {
 }
 
 /**
+ * The model that ships with denoise, `models/denoise-emoji`: a tiny Stable Diffusion (diffusers
+ * layout) trained from scratch on open emoji by `train/`, 32×32 pictures; what `loadPipeline()`
+ * and `gen.ts` load when no model is named. It lives in the repository (not in the published
+ * package): a path in a checkout.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MODEL, loadPipeline } from "@denoise/sd";
+ * const pipe = await loadPipeline(DEFAULT_MODEL); // the same as loadPipeline()
+ * pipe.dispose();
+ * ```
+ */
+export const DEFAULT_MODEL: string = bundledModel(
+  new URL("../../models/denoise-emoji", import.meta.url),
+);
+
+/** A file path in a checkout; the URL itself (which no loader reads) when imported remotely. */
+function bundledModel(url: URL): string {
+  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : url.href;
+}
+
+/**
  * Loads a Stable Diffusion checkpoint: a diffusers folder (`model_index.json`, `unet/`, `vae/`,
  * `text_encoder/`, `tokenizer/`, `scheduler/`) or a single-file `.safetensors` (SD 1.x, SD 2.x).
+ * Without a path (`undefined`) it loads {@link DEFAULT_MODEL}, the tiny emoji model that ships
+ * with denoise.
  *
  * @example
  * ```ts no-run
@@ -111,7 +135,7 @@ export function latentFactor(pipe: Pick<Pipeline, "configs">): number {
  * ```
  */
 export async function loadPipeline(
-  path: string,
+  path: string = DEFAULT_MODEL,
   options: LoadPipelineOptions = {},
 ): Promise<Pipeline> {
   await checkAddonPaths(options);

@@ -135,7 +135,7 @@ Deno.test({
     const m = ["a fox", "--model", MODEL!, "--out", dir];
     const [noModel, notEight, notEightH, sampler, steps, cfg, width, pastSeeds] = await Promise
       .all([
-        gen(["a fox", "--out", dir]),
+        gen(["a fox", "--model", `${dir}/nowhere`, "--out", dir]),
         gen([...m, "--width", "100"]),
         gen([...m, "--height", "70", "--steps", "1"]),
         gen([...m, "--sampler", "nonsense"]),
@@ -144,7 +144,7 @@ Deno.test({
         gen([...m, "--width", "abc"]),
         gen([...m, "-s", "18446744073709551615", "-b", "2"]),
       ]).finally(() => Deno.remove(dir, { recursive: true }));
-    usage(noModel, /no model given: pass --model PATH .* or set DENOISE_MODEL/);
+    usage(noModel, /--model .*nowhere/);
     usage(
       notEight,
       /--width 100 is not a multiple of 8 \(this model's VAE scales by 8\); try 96 or 104/,
