@@ -167,7 +167,7 @@ export interface UnetStepReport {
   /** The profiled step; null when the adapter lacks timestamp-query. */
   profile: StepProfile | null;
   /** The last output: values that are not finite, and the largest magnitude. */
-  output: { nonFinite: number; maxAbs: number };
+  output: { nonFinite: number; maxAbs: number } | null;
 }
 
 class UsageError extends Error {}
@@ -459,7 +459,7 @@ export async function benchUnetStep(
     const peakBytes = rt.pool.stats().peakBytes;
     const profile = steps > 0
       ? await profileStep(rt, unet, { sample, timestep, context, flops, top: options.top ?? 15 })
-      : { profile: null, output: await checkOutput(forward()) };
+      : { profile: null, output: null }; // --steps 0: nothing runs on the GPU
     const sorted = [...times].sort((x, y) => x - y);
     const med = (v: number[]) => v.length ? percentile([...v].sort((x, y) => x - y), 0.5) : 0;
     const medianMs = med(times);
@@ -501,7 +501,7 @@ export async function benchUnetStep(
 }
 
 /** Reads (and frees) a step's output: how many values are not finite, the largest magnitude. */
-async function checkOutput(out: Tensor): Promise<UnetStepReport["output"]> {
+async function checkOutput(out: Tensor): Promise<{ nonFinite: number; maxAbs: number }> {
   const values = await out.read();
   out.dispose();
   let nonFinite = 0, maxAbs = 0;
@@ -531,7 +531,7 @@ async function profileStep(
     flops: FlopSummary;
     top: number;
   },
-): Promise<{ profile: StepProfile | null; output: UnetStepReport["output"] }> {
+): Promise<{ profile: StepProfile | null; output: { nonFinite: number; maxAbs: number } }> {
   const profiler = new Profiler();
   const timed = rt.gpu.hasTimestamps;
   if (timed) rt.profiler = profiler;

@@ -60,14 +60,18 @@ export function formatReport(r: UnetStepReport): string {
       : []),
     `peak GPU memory (pool, weights included): ${(r.memory.peakBytes / GB).toFixed(3)} GB ` +
     `(activations ${((r.memory.peakBytes - r.memory.weightsBytes) / GB).toFixed(3)} GB)`,
-    r.output.nonFinite > 0
+    r.output === null
+      ? "output not computed (--steps 0)"
+      : r.output.nonFinite > 0
       ? `WARNING: the output has ${r.output.nonFinite} non-finite values`
       : `output finite, max |x| ${r.output.maxAbs.toPrecision(3)}`,
   ];
   lines.push("", formatHost(r));
   const p = r.profile;
   if (!p) {
-    lines.push("(no timestamp-query on this adapter: per-block and per-kernel times need it)");
+    if (r.steps > 0) {
+      lines.push("(no timestamp-query on this adapter: per-block and per-kernel times need it)");
+    }
     return lines.join("\n");
   }
   lines.push(

@@ -70,13 +70,24 @@ interface Chunk {
   hi: number;
 }
 
-/** The bytes of a uniform block as a string key (two bytes per character). */
-function contentKey(data: ArrayBufferView): string {
-  const n = data.byteLength >> 1;
-  const u16 = new Uint16Array(data.buffer, data.byteOffset, n);
-  let s = String(data.byteLength) + ":";
-  for (let i = 0; i < n; i++) s += String.fromCharCode(u16[i]);
-  return s;
+/** Mixes `v` into the 32-bit hash `h` (a murmur3-style step). */
+export function mix(h: number, v: number): number {
+  let k = Math.imul(v | 0, 0xcc9e2d51);
+  k = Math.imul((k << 15) | (k >>> 17), 0x1b873593);
+  h ^= k;
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** The 32-bit words of a uniform block (its length is a multiple of 4). */
+function words(data: ArrayBufferView): Uint32Array {
+  return new Uint32Array(data.buffer, data.byteOffset, data.byteLength >> 2);
+}
+
+/** A slot with the words it holds, for finding it by content. */
+interface Held {
+  slot: UniformSlot;
+  words: Uint32Array;
 }
 
 /**
@@ -95,7 +106,8 @@ function contentKey(data: ArrayBufferView): string {
  */
 export class UniformStore {
   #chunks: Chunk[] = [];
-  #byContent = new Map<string, UniformSlot>();
+  #byContent = new Map<number, Held[]>();
+  #held = 0;
   #chunk = 0;
   #cursor = 0;
   #ids = 0;
@@ -108,10 +120,16 @@ export class UniformStore {
 
   /** The slot holding `data`; with `reuse`, an existing slot with the same bytes. */
   slot(data: ArrayBufferView, reuse: boolean): UniformSlot {
-    const key = reuse ? contentKey(data) : "";
+    let hash = 0;
+    let w: Uint32Array | undefined;
     if (reuse) {
-      const hit = this.#byContent.get(key);
-      if (hit) return hit;
+      w = words(data);
+      hash = w.length;
+      for (let i = 0; i < w.length; i++) hash = mix(hash, w[i]);
+      const bucket = this.#byContent.get(hash);
+      if (bucket) {
+        for (const held of bucket) if (sameWords(held.words, w)) return held.slot;
+      }
     }
     const size = Math.ceil(data.byteLength / 16) * 16;
     if (size > CHUNK) throw new Error(`denoise: uniform block of ${size} bytes is too big`);
@@ -143,7 +161,13 @@ export class UniformStore {
     let id = this.#slotIds.get(where);
     if (id === undefined) this.#slotIds.set(where, id = this.#ids++);
     const slot = { id, buffer: chunk.buffer, offset, size };
-    if (reuse) this.#byContent.set(key, slot);
+    if (w) {
+      const held = { slot, words: w.slice() };
+      const bucket = this.#byContent.get(hash);
+      if (bucket) bucket.push(held);
+      else this.#byContent.set(hash, [held]);
+      this.#held++;
+    }
     return slot;
   }
 
@@ -163,8 +187,9 @@ export class UniformStore {
    * over only when it holds too many slots (contents that change every step accumulate).
    */
   submitted(reuse: boolean): void {
-    if (reuse && this.#byContent.size < MAX_SLOTS) return;
+    if (reuse && this.#held < MAX_SLOTS) return;
     this.#byContent.clear();
+    this.#held = 0;
     this.#chunk = 0;
     this.#cursor = 0;
   }
@@ -181,7 +206,8 @@ export class UniformStore {
  * ```
  */
 export class BindGroupCache {
-  #map = new Map<string, GPUBindGroup>();
+  #map = new Map<number, { key: number[]; group: GPUBindGroup }[]>();
+  #entries = 0;
   #bufferIds = new WeakMap<GPUBuffer, number>();
   #next = 1;
   /** Entries after which the cache starts over. */
@@ -194,7 +220,7 @@ export class BindGroupCache {
 
   /** Cached bind groups. */
   get size(): number {
-    return this.#map.size;
+    return this.#entries;
   }
 
   /** A small number that names `buffer` for the cache's lifetime. */
@@ -204,21 +230,47 @@ export class BindGroupCache {
     return id;
   }
 
-  /** The cached bind group for `key`. */
-  get(key: string): GPUBindGroup | undefined {
-    return this.#map.get(key);
+  /** The bind group cached for the numbers `key` (a scratch array the caller may reuse). */
+  get(key: readonly number[], length: number): GPUBindGroup | undefined {
+    const bucket = this.#map.get(hashOf(key, length));
+    if (!bucket) return undefined;
+    for (const e of bucket) {
+      if (e.key.length !== length) continue;
+      let same = true;
+      for (let i = 0; i < length && same; i++) same = e.key[i] === key[i];
+      if (same) return e.group;
+    }
+    return undefined;
   }
 
-  /** Caches `group` under `key`. */
-  set(key: string, group: GPUBindGroup): void {
-    if (this.#map.size >= this.capacity) this.#map.clear();
-    this.#map.set(key, group);
+  /** Caches `group` under the first `length` numbers of `key`. */
+  set(key: readonly number[], length: number, group: GPUBindGroup): void {
+    if (this.#entries >= this.capacity) this.clear();
+    const h = hashOf(key, length);
+    const e = { key: key.slice(0, length), group };
+    const bucket = this.#map.get(h);
+    if (bucket) bucket.push(e);
+    else this.#map.set(h, [e]);
+    this.#entries++;
   }
 
   /** Forgets every bind group (after buffers they reference were destroyed). */
   clear(): void {
     this.#map.clear();
+    this.#entries = 0;
   }
+}
+
+function hashOf(key: readonly number[], length: number): number {
+  let h = length;
+  for (let i = 0; i < length; i++) h = mix(h, key[i]);
+  return h;
+}
+
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**

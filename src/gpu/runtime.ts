@@ -36,8 +36,11 @@ export interface Dispatch {
   uniforms?: ArrayBufferView;
   /** Workgroup counts [x, y, z]. */
   grid: readonly number[];
-  /** Profiler label (op name and shape); defaults to the kernel name. */
-  label?: string;
+  /**
+   * Profiler label (op name and shape), or a function making it (called only when a profiler or
+   * an error needs it, so a dispatch builds no string); defaults to the kernel name.
+   */
+  label?: string | (() => string);
 }
 
 /** Options for {@link Runtime.create}. */
@@ -101,6 +104,8 @@ export class Runtime {
   #submitErrors: Promise<string[]>[] = [];
   #stats = { dispatches: 0, bindGroups: 0, stagedUploads: 0, submits: 0 };
   #layoutIds = 0;
+  /** Scratch numbers of a bind-group cache key. */
+  #key: number[] = [];
 
   private constructor(readonly gpu: Gpu, recorder: Partial<RecorderOptions> = {}) {
     this.pool = new BufferPool(gpu.device);
@@ -199,9 +204,39 @@ export class Runtime {
     if (data.length !== n) {
       throw new Error(`denoise: upload of ${data.length} values into shape [${shape}] (${n})`);
     }
-    const host = convertHost(data, dtype, options.srcDType ?? "f16");
     const t = this.empty(shape, dtype, { exact: options.exact });
+    this.write(t, data, options);
+    return t;
+  }
+
+  /**
+   * Writes host data into an existing tensor (all of it), in stream order: recorded work before
+   * the call still sees the old values. A `Uint16Array` holds f16 (or with `srcDType: "bf16"`,
+   * bf16) bits.
+   *
+   * @example
+   * ```ts
+   * import { Runtime } from "./runtime.ts";
+   * const rt = await Runtime.create();
+   * using t = rt.empty([3]);
+   * rt.write(t, new Float32Array([1, 2, 3]));
+   * console.log(await t.read());
+   * ```
+   */
+  write(
+    dst: Tensor,
+    data: Float32Array | Float16Array | Uint16Array,
+    options: { srcDType?: "f16" | "bf16" } = {},
+  ): void {
+    if (data.length !== dst.size) {
+      throw new Error(`denoise: write of ${data.length} values into [${dst.shape}] (${dst.size})`);
+    }
+    const host = convertHost(data, dst.dtype, options.srcDType ?? "f16");
     const bytes = new Uint8Array(host.buffer as ArrayBuffer, host.byteOffset, host.byteLength);
+    const padded = padTo4(bytes);
+    if (padded.byteLength !== bytes.byteLength && dst.base !== dst) {
+      throw new Error(`denoise: an odd number of f16 values cannot be written into a view`);
+    }
     if (this.#encoder && this.recorder.stageUploads) {
       // in stream order, after the commands recorded so far (which may still use this buffer)
       const staged = this.#staging.stage(bytes);
@@ -209,17 +244,16 @@ export class Runtime {
       this.#encoder.copyBufferToBuffer(
         staged.buffer,
         staged.offset,
-        t.buffer,
-        0,
-        padTo4(bytes).byteLength,
+        dst.buffer,
+        dst.byteOffset,
+        padded.byteLength,
       );
       this.#stats.stagedUploads++;
-      return t;
+      return;
     }
     this.#endPass();
     if (this.#encoder) this.#submittedQueries.push(...this.#submitRecorded());
-    this.device.queue.writeBuffer(t.buffer, 0, padTo4(bytes));
-    return t;
+    this.device.queue.writeBuffer(dst.buffer, dst.byteOffset, padded);
   }
 
   /** Records one compute dispatch. */
@@ -232,9 +266,7 @@ export class Runtime {
     }
     const bindGroup = this.#bindGroup(kernel, d);
     const profiled = this.profiler !== null && this.gpu.hasTimestamps;
-    const pass = profiled
-      ? this.#beginProfiledPass(d.label ?? d.key.kernel, d.key.kernel)
-      : this.#beginPass();
+    const pass = profiled ? this.#beginProfiledPass(labelOf(d), d.key.kernel) : this.#beginPass();
     if (this.#passPipeline !== kernel.pipeline) {
       pass.setPipeline(kernel.pipeline);
       this.#passPipeline = kernel.pipeline;
@@ -254,7 +286,8 @@ export class Runtime {
     dst: Tensor,
     options: { srcOffset?: number; dstOffset?: number; bytes?: number } = {},
   ): void {
-    const { srcOffset = 0, dstOffset = 0 } = options;
+    const srcOffset = (options.srcOffset ?? 0) + src.byteOffset;
+    const dstOffset = (options.dstOffset ?? 0) + dst.byteOffset;
     const bytes = options.bytes ?? Math.ceil(src.byteSize / 4) * 4;
     if ((srcOffset | dstOffset | bytes) % 4 !== 0) {
       throw new Error(`denoise: copy offsets and size must be multiples of 4 bytes`);
@@ -351,7 +384,7 @@ export class Runtime {
     });
     this.#endPass();
     this.#encoder ??= this.device.createCommandEncoder();
-    this.#encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+    this.#encoder.copyBufferToBuffer(t.buffer, t.byteOffset, staging, 0, bytes);
     await this.flush();
     await this.#wait(staging.mapAsync(GPUMapMode.READ));
     this.#pacer.reset(); // the map waited for everything submitted
@@ -417,14 +450,19 @@ export class Runtime {
     }
     const slot = d.uniforms ? this.#uniforms.slot(d.uniforms, this.recorder.reuseUniforms) : null;
     const cache = this.recorder.cacheBindGroups ? this.#bindGroups : null;
-    let key = "";
+    const key = this.#key;
+    let n = 0;
     if (cache) {
-      key = `${layout.id}|${slot ? slot.id : -1}`;
+      key[n++] = layout.id;
+      key[n++] = slot ? slot.id : -1;
       for (const b of d.bindings) {
-        const buffer = b instanceof Tensor ? b.buffer : b;
-        key += `|${cache.bufferId(buffer)}:${b instanceof Tensor ? b.byteSize : buffer.size}`;
+        if (b instanceof Tensor) {
+          key[n++] = cache.bufferId(b.buffer);
+          key[n++] = b.byteOffset;
+          key[n++] = b.byteSize;
+        } else key[n++] = cache.bufferId(b);
       }
-      const hit = cache.get(key);
+      const hit = cache.get(key, n);
       if (hit) return hit;
     }
     const entries: GPUBindGroupEntry[] = [];
@@ -436,13 +474,23 @@ export class Runtime {
     }
     for (let i = 0; i < d.bindings.length; i++) {
       const b = d.bindings[i];
-      const buffer = b instanceof Tensor ? b.buffer : b;
-      const size = b instanceof Tensor ? Math.ceil(b.byteSize / 4) * 4 : buffer.size;
-      entries.push({ binding: i + 1, resource: { buffer, size } });
+      if (!(b instanceof Tensor)) {
+        entries.push({ binding: i + 1, resource: { buffer: b, size: b.size } });
+        continue;
+      }
+      if (b.byteOffset % this.gpu.limits.minStorageBufferOffsetAlignment !== 0) {
+        throw new Error(
+          `denoise: ${labelOf(d)}: a view of [${b.shape}] starts at byte ` +
+            `${b.byteOffset}, not a multiple of this GPU's minStorageBufferOffsetAlignment ` +
+            `(${this.gpu.limits.minStorageBufferOffsetAlignment}); copy it to a tensor of its own`,
+        );
+      }
+      const size = Math.ceil(b.byteSize / 4) * 4;
+      entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: b.byteOffset, size } });
     }
     const group = this.device.createBindGroup({ layout: layout.layout, entries });
     this.#stats.bindGroups++;
-    cache?.set(key, group);
+    cache?.set(key, n, group);
     return group;
   }
 
@@ -511,6 +559,10 @@ export class Runtime {
     });
     return await Promise.race([p, lost]);
   }
+}
+
+function labelOf(d: Dispatch): string {
+  return typeof d.label === "function" ? d.label() : d.label ?? d.key.kernel;
 }
 
 /** Converts host data to the storage type of `dtype` (bf16 and f16 bits are decoded). */

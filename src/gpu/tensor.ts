@@ -34,6 +34,8 @@ export class Tensor {
   #buffer: GPUBuffer | null;
   readonly #owned: boolean;
   #parent: Tensor | null;
+  /** Where the elements start in the buffer, in bytes (non-zero only for a {@link Tensor.view}). */
+  readonly byteOffset: number;
 
   /** Wraps `buffer`; `owned` tensors return it to the pool on `dispose()`. */
   constructor(
@@ -41,11 +43,12 @@ export class Tensor {
     buffer: GPUBuffer,
     readonly shape: readonly number[],
     readonly dtype: DType,
-    options: { owned?: boolean; parent?: Tensor } = {},
+    options: { owned?: boolean; parent?: Tensor; byteOffset?: number } = {},
   ) {
     this.#buffer = buffer;
     this.#owned = options.owned ?? true;
     this.#parent = options.parent ?? null;
+    this.byteOffset = options.byteOffset ?? 0;
   }
 
   /** The number of elements. */
@@ -63,7 +66,7 @@ export class Tensor {
     return this.#buffer === null || (this.#parent?.disposed ?? false);
   }
 
-  /** The tensor that owns the storage: this one, or for a view (`reshape`) the tensor it views. */
+  /** The tensor that owns the storage: this one, or for a view (`reshape`, `view`) the tensor it views. */
   get base(): Tensor {
     return this.#parent?.base ?? this;
   }
@@ -81,7 +84,38 @@ export class Tensor {
     if (numel(shape) !== this.size) {
       throw new Error(`denoise: cannot reshape [${this.shape}] (${this.size}) to [${shape}]`);
     }
-    return new Tensor(this.rt, this.buffer, shape, this.dtype, { owned: false, parent: this });
+    return new Tensor(this.rt, this.buffer, shape, this.dtype, {
+      owned: false,
+      parent: this,
+      byteOffset: this.byteOffset,
+    });
+  }
+
+  /**
+   * A tensor of `shape` sharing this storage from element `offset` on (a batch item, one part of
+   * a joined parameter). A view that ops bind must start on a multiple of the GPU's
+   * `minStorageBufferOffsetAlignment` (256 bytes on most GPUs); the runtime says so otherwise.
+   *
+   * @example
+   * ```ts
+   * import { Runtime } from "./runtime.ts";
+   * const rt = await Runtime.create();
+   * using t = rt.upload(new Float32Array(128).map((_, i) => i), [2, 64]);
+   * console.log(await t.view([64], 64).read()); // 64 … 127
+   * ```
+   */
+  view(shape: readonly number[], offset = 0): Tensor {
+    const n = numel(shape);
+    if (!Number.isInteger(offset) || offset < 0 || offset + n > this.size) {
+      throw new Error(
+        `denoise: a view of [${shape}] at element ${offset} does not fit in [${this.shape}]`,
+      );
+    }
+    return new Tensor(this.rt, this.buffer, shape, this.dtype, {
+      owned: false,
+      parent: this,
+      byteOffset: this.byteOffset + offset * dtypeBytes(this.dtype),
+    });
   }
 
   /** Copies the values to the CPU (f16 is widened to f32). Submits pending work first. */

@@ -50,6 +50,28 @@ export function uploadLoaded(rt: Runtime, t: LoadedTensor, options: { dtype: DTy
   }
 }
 
+/** Writes one host tensor (F32, F16 or BF16 bytes, or float32 values) into `dst`, converting. */
+function writeLoaded(rt: Runtime, dst: Tensor, t: LoadedTensor): void {
+  const d = t.data;
+  if (d instanceof Float32Array) return rt.write(dst, d);
+  switch (t.dtype) {
+    case "F32":
+      return rt.write(dst, new Float32Array(d.buffer, d.byteOffset, d.byteLength / 4));
+    case "F16":
+      return rt.write(dst, new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2));
+    case "BF16":
+      return rt.write(dst, new Uint16Array(d.buffer, d.byteOffset, d.byteLength / 2), {
+        srcDType: "bf16",
+      });
+    default:
+      throw new Error(`denoise: a ${t.dtype} tensor cannot be a floating-point parameter`);
+  }
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
 /**
  * Uploaded bytes after which {@link ParamStore} submits the queue. Written data waits in the
  * driver's staging memory until the next submit (and is freed once the GPU has copied it), so
@@ -81,6 +103,8 @@ export class ParamStore {
   readonly #mismatched: ShapeMismatch[] = [];
   readonly #owned: Tensor[] = [];
   readonly #params = new Map<string, Tensor>();
+  /** Parts of joined parameters, handed out by `take` (see {@link ParamStore.join}). */
+  readonly #joined = new Map<string, Tensor>();
   #unsubmitted = 0;
   /** The dtype parameters are uploaded in. */
   readonly dtype: DType;
@@ -104,8 +128,13 @@ export class ParamStore {
 
   /** Takes the parameter `key` of `shape`; a problem is recorded and reported by `finish()`. */
   take(key: string, shape: readonly number[], options: { dtype?: DType } = {}): Tensor {
-    const found = this.tensors.get(key);
     const dtype = options.dtype ?? this.dtype;
+    const part = this.#joined.get(key);
+    if (part && dtype === this.dtype && sameShape(part.shape, shape)) {
+      this.#joined.delete(key);
+      return part;
+    }
+    const found = this.tensors.get(key);
     if (!found) {
       this.#missing.push(key);
       return this.#keep(this.rt.empty(shape, dtype));
@@ -116,14 +145,52 @@ export class ParamStore {
       return this.#keep(this.rt.empty(shape, dtype));
     }
     const t = uploadLoaded(this.rt, found, { dtype });
-    if (found.owned) (found.data.buffer as ArrayBuffer).transfer(0); // free the host copy now
-    this.#unsubmitted += t.byteSize;
-    if (this.#unsubmitted >= SUBMIT_EVERY_BYTES) {
-      this.rt.device.queue.submit([]); // hands the pending writes to the GPU, freeing staging
-      this.#unsubmitted = 0;
-    }
+    this.#uploaded(found, t.byteSize);
     this.#params.set(key, t);
     return this.#keep(t);
+  }
+
+  /**
+   * Uploads the parameters `keys` (of `shapes`) one after the other into one buffer, so that one
+   * GEMM can read them as the rows of a single weight (q, k and v; every resnet's
+   * `time_emb_proj`). Each part stays a parameter under its own key: `take(key)` returns a view of
+   * the joined buffer, which LoRA merging writes into like any other. Returns the joined tensor
+   * `[Σ rows, …]`, or `undefined` (then `take` uploads each part alone and reports problems as
+   * usual) when a part is missing or mis-shaped, or does not end on the GPU's storage offset
+   * alignment.
+   *
+   * @example
+   * ```ts
+   * import type { ParamStore } from "./params.ts";
+   * declare const store: ParamStore;
+   * const qkv = store.join(["to_q.weight", "to_k.weight", "to_v.weight"], [[320, 320], [320, 320], [320, 320]]);
+   * ```
+   */
+  join(keys: string[], shapes: (readonly number[])[]): Tensor | undefined {
+    const found = keys.map((k) => this.tensors.get(k));
+    const bytes = this.dtype === "f16" ? 2 : 4;
+    const align = this.rt.gpu.limits.minStorageBufferOffsetAlignment;
+    const inner = shapes[0].slice(1);
+    const ok = keys.length > 1 &&
+      found.every((f, i) =>
+        f !== undefined && sameShape(f.shape, shapes[i]) && sameShape(shapes[i].slice(1), inner) &&
+        (shapes[i].reduce((a, b) => a * b, 1) * bytes) % align === 0 && !this.#joined.has(keys[i])
+      );
+    if (!ok) return undefined;
+    const rows = shapes.reduce((a, s) => a + s[0], 0);
+    const joined = this.#keep(this.rt.empty([rows, ...inner], this.dtype, { exact: true }));
+    let at = 0;
+    keys.forEach((key, i) => {
+      const f = found[i]!;
+      const part = joined.view(shapes[i], at);
+      at += part.size;
+      writeLoaded(this.rt, part, f);
+      this.#used.add(key);
+      this.#uploaded(f, part.byteSize);
+      this.#params.set(key, part);
+      this.#joined.set(key, part);
+    });
+    return joined;
   }
 
   /**
@@ -186,6 +253,15 @@ export class ParamStore {
     this.#params.clear();
   }
 
+  #uploaded(found: LoadedTensor, bytes: number): void {
+    if (found.owned) (found.data.buffer as ArrayBuffer).transfer(0); // free the host copy now
+    this.#unsubmitted += bytes;
+    if (this.#unsubmitted >= SUBMIT_EVERY_BYTES) {
+      this.rt.device.queue.submit([]); // hands the pending writes to the GPU, freeing staging
+      this.#unsubmitted = 0;
+    }
+  }
+
   #keep(t: Tensor): Tensor {
     this.#owned.push(keepTensors(t)); // a parameter outlives any scope it is loaded in
     return t;
@@ -216,6 +292,11 @@ export class ParamScope {
   /** A nested scope. */
   child(name: string | number): ParamScope {
     return new ParamScope(this.store, this.key(String(name)));
+  }
+
+  /** Joins parameters of this scope into one buffer (see {@link ParamStore.join}). */
+  join(names: string[], shapes: (readonly number[])[]): Tensor | undefined {
+    return this.store.join(names.map((n) => this.key(n)), shapes);
   }
 
   /** Takes a parameter of this scope (see {@link ParamStore.take}). */

@@ -344,7 +344,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     ...(options.bias ? [options.bias] : []),
     ...(options.residual ? [options.residual] : []),
   ];
-  const label = `conv2d ${kh}×${kw}${options.upsample ? " up" : ""} [${out.shape}]`;
+  const label = () => `conv2d ${kh}×${kw}${options.upsample ? " up" : ""} [${out.shape}]`;
   const variant = options.variant ?? "igemm";
   if (variant === "naive") {
     u.set([1, 1, 1, 1], 16);
@@ -353,7 +353,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
       bindings: [...inputs, ...epilogue, out],
       uniforms: u,
       grid: grid1d(Math.ceil(out.size / WG)),
-      label: `${label} naive`,
+      label: () => `${label()} naive`,
     });
     return out;
   }
@@ -379,7 +379,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
       bindings: [...inputs, ...epilogue, out],
       uniforms: u,
       grid: [gx, tilesM, gz],
-      label: `${label} ${tile}`,
+      label: () => `${label()} ${tile}`,
     });
     return out;
   }
@@ -392,7 +392,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     bindings: [...inputs, part],
     uniforms: u,
     grid: [gx, tilesM, gz],
-    label: `${label} ${tile} split ${splits}`,
+    label: () => `${label()} ${tile} split ${splits}`,
   });
   const reduce: Conv2dParams = {
     ...base,
@@ -409,7 +409,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     bindings: [part, ...epilogue, out],
     uniforms: u,
     grid: grid1d(Math.ceil(out.size / WG)),
-    label: `${label} split-K reduce`,
+    label: () => `${label()} split-K reduce`,
   });
   part.dispose();
   return out;

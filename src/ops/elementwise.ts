@@ -64,7 +64,7 @@ function run(
     bindings: [...inputs, out],
     uniforms,
     grid: grid1d(Math.ceil(out.size / WG)),
-    label: `${label} [${out.shape}]`,
+    label: () => `${label} [${out.shape}]`,
   });
   return out;
 }

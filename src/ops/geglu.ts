@@ -76,7 +76,7 @@ export function geglu(
     bindings: [x, out],
     uniforms: new Uint32Array([n / per, f / per, 0, 0]),
     grid: grid1d(Math.ceil(n / per / WG)),
-    label: `geglu [${x.shape}]`,
+    label: () => `geglu [${x.shape}]`,
   });
   return out;
 }

@@ -223,7 +223,14 @@ export function gemmPlan(
   return { params, grid };
 }
 
-function record(y: Tensor, a: Tensor, b: Tensor, pr: Problem, variant: GemmVariant, label: string) {
+function record(
+  y: Tensor,
+  a: Tensor,
+  b: Tensor,
+  pr: Problem,
+  variant: GemmVariant,
+  label: () => string,
+) {
   if (pr.m === 0 || pr.n === 0) return;
   const shape = { m: pr.m, n: pr.n, k: pr.k, batch: pr.batch, transB: pr.transB };
   const v = variant === "auto" ? chooseGemmVariant(shape) : variant;
@@ -238,7 +245,7 @@ function record(y: Tensor, a: Tensor, b: Tensor, pr: Problem, variant: GemmVaria
   const maxGrid = y.rt.gpu.limits.maxComputeWorkgroupsPerDimension;
   if (grid.some((g) => g > maxGrid)) {
     throw new Error(
-      `denoise: ${label}: variant "${v}" needs a grid of [${grid}] workgroups, over the limit ` +
+      `denoise: ${label()}: variant "${v}" needs a grid of [${grid}] workgroups, over the limit ` +
         `${maxGrid} per dimension; use a tiled variant or split the batch`,
     );
   }
@@ -338,7 +345,7 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
     bias,
     residual,
   };
-  record(y, x, weight, problem, options.variant ?? "auto", `linear [${yShape}]`);
+  record(y, x, weight, problem, options.variant ?? "auto", () => `linear [${yShape}]`);
   return y;
 }
 
@@ -391,6 +398,6 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     alpha: options.alpha ?? 1,
     act: "none",
   };
-  record(y, a, b, problem, options.variant ?? "auto", `matmul [${yShape}]`);
+  record(y, a, b, problem, options.variant ?? "auto", () => `matmul [${yShape}]`);
   return y;
 }

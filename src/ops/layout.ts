@@ -97,7 +97,7 @@ function transpose(
   x: Tensor,
   out: Tensor,
   dims: { b: number; r: number; k: number },
-  options: { variant?: TransposeVariant; residual?: Tensor; label: string },
+  options: { variant?: TransposeVariant; residual?: Tensor; label: () => string },
 ): Tensor {
   const { b, r, k } = dims;
   const tiles: [number, number, number] = [Math.ceil(k / TILE), Math.ceil(r / TILE), b];
@@ -142,7 +142,7 @@ export function nchwToTokens(x: Tensor, options: TransposeOptions = {}): Tensor 
   const out = output([b, l, c], x, "nchwToTokens", options.out);
   return transpose(x, out, { b, r: c, k: l }, {
     variant: options.variant,
-    label: `nchwToTokens [${x.shape}]`,
+    label: () => `nchwToTokens [${x.shape}]`,
   });
 }
 
@@ -180,7 +180,7 @@ export function tokensToNchw(x: Tensor, options: TokensToNchwOptions): Tensor {
   return transpose(x, out, { b, r: l, k: c }, {
     variant: options.variant,
     residual,
-    label: `tokensToNchw${residual ? "+res" : ""} [${shape}]`,
+    label: () => `tokensToNchw${residual ? "+res" : ""} [${shape}]`,
   });
 }
 
@@ -219,7 +219,7 @@ export function concatChannels(a: Tensor, b: Tensor, options: { out?: Tensor } =
     bindings: [a, b, out],
     uniforms: uniforms({ n: out.size / per, ka: ka / per, kb: kb / per }),
     grid: grid1d(Math.ceil(out.size / per / WG)),
-    label: `concatChannels [${shape}]`,
+    label: () => `concatChannels [${shape}]`,
   });
   return out;
 }
@@ -250,7 +250,7 @@ export function upsampleNearest2x(x: Tensor, options: { out?: Tensor } = {}): Te
     bindings: [x, out],
     uniforms: uniforms({ n, r: h, k: vec ? w / 2 : w }),
     grid: grid1d(Math.ceil(n / WG)),
-    label: `upsampleNearest2x [${x.shape}]`,
+    label: () => `upsampleNearest2x [${x.shape}]`,
   });
   return out;
 }
@@ -272,7 +272,7 @@ function copyElements(
     bindings: [src, dst],
     uniforms: uniforms({ n: at.count, srcOff: at.srcOff, dstOff: at.dstOff }),
     grid: grid1d(Math.ceil(at.count / WG)),
-    label: `copy [${at.count}]`,
+    label: () => `copy [${at.count}]`,
   });
 }
 

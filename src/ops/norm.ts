@@ -157,7 +157,7 @@ export function groupNorm(
   };
   const variant = options.variant ?? "auto";
   const split = variant === "split" || (variant === "auto" && cpg * spatial > FUSED_MAX);
-  const label = `groupNorm${base.silu ? "+silu" : ""} [${x.shape}] g=${groups}`;
+  const label = () => `groupNorm${base.silu ? "+silu" : ""} [${x.shape}] g=${groups}`;
   const inner = spatial / per;
   if (!split) {
     const p: NormParams = { mode: "fused", ...base };
@@ -180,7 +180,7 @@ export function groupNorm(
     bindings: [x, part],
     uniforms: u,
     grid: grid1d(rows * splits),
-    label: `${label} stats`,
+    label: () => `${label()} stats`,
   });
   const apply: NormParams = { mode: "apply", ...base };
   x.rt.dispatch({
@@ -241,7 +241,7 @@ export function layerNorm(
     bindings: [x, weight, bias, out],
     uniforms: uniforms({ rows, n: vec ? d / 4 : d, eps: options.eps ?? 1e-5 }),
     grid: grid1d(rows),
-    label: `layerNorm [${x.shape}]`,
+    label: () => `layerNorm [${x.shape}]`,
   });
   return out;
 }

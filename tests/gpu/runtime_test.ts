@@ -4,7 +4,7 @@ import { keyString, registerTemplate, renderKernel } from "../../src/gpu/kernel.
 import { sizeClass } from "../../src/gpu/pool.ts";
 import { Profiler } from "../../src/gpu/profiler.ts";
 import { grid1d } from "../../src/gpu/runtime.ts";
-import { unary } from "../../src/ops/elementwise.ts";
+import { lincomb, unary } from "../../src/ops/elementwise.ts";
 import { GPU_TEST, testRuntime } from "../gpu_util.ts";
 
 Deno.test({
@@ -266,5 +266,33 @@ Deno.test({
     );
     const ok = unary(rt.upload(new Float32Array([-1, 2]), [2]), "relu");
     assert.deepEqual(await ok.read(), new Float32Array([0, 2]), "the runtime works afterwards");
+  },
+});
+
+Deno.test({
+  name: "tensor views: an offset view binds, copies, reads and writes its own elements",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime();
+    const align = rt.gpu.limits.minStorageBufferOffsetAlignment / 4; // f32 elements
+    using t = rt.upload(new Float32Array(3 * align).map((_, i) => i), [3, align]);
+    const mid = t.view([align], align);
+    assert.equal(mid.byteOffset, align * 4);
+    assert.deepEqual((await mid.read()).slice(0, 3), new Float32Array([align, align + 1, align + 2]));
+    using doubled = lincomb([mid], [2]); // the view bound at its offset
+    assert.equal((await doubled.read())[1], 2 * (align + 1));
+    rt.write(t.view([align], 2 * align), new Float32Array(align).fill(-1)); // writes the last row only
+    const all = await t.read();
+    assert.equal(all[align - 1], align - 1);
+    assert.equal(all[2 * align - 1], 2 * align - 1);
+    assert.equal(all[2 * align], -1);
+    using c = rt.empty([align]);
+    rt.copy(mid, c);
+    assert.equal((await c.read())[0], align);
+    assert.equal(mid.reshape([1, align]).byteOffset, mid.byteOffset, "a reshape keeps the offset");
+    assert.throws(() => t.view([align + 1], 2 * align), /does not fit/);
+    if (align > 1) {
+      assert.throws(() => unary(t.view([4], 1), "relu"), /minStorageBufferOffsetAlignment/);
+    }
   },
 });

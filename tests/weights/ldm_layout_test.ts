@@ -20,15 +20,19 @@ import type { LoadedTensor } from "../../src/weights/source.ts";
 function fakeRuntime(): Runtime {
   const tensor = {
     byteSize: 0,
+    size: 0,
     dispose() {},
     reshape: () => tensor, // a 1×1 conv weight used as a linear one
+    view: () => tensor, // a part of a joined parameter
   };
   return {
     preferredDType: "f32",
     assertDType() {},
     empty: () => tensor,
     upload: () => tensor,
+    write() {},
     device: { queue: { submit() {} } },
+    gpu: { limits: { minStorageBufferOffsetAlignment: 256 } },
   } as unknown as Runtime;
 }
 
