@@ -39,6 +39,11 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "bind groups cached by pipeline, uniform slot and buffer ranges",
     set: (rt, _unet, on) => rt.recorder.cacheBindGroups = on,
   },
+  {
+    name: "qkv",
+    description: "q, k, v (cross-attention: k, v) from one GEMM on joined weights",
+    set: (_rt, unet, on) => unet.fusions.qkv = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

@@ -16,6 +16,7 @@ export * from "./layers.ts";
 export * from "./params.ts";
 export * from "./resnet.ts";
 export * from "./taesd.ts";
+export * from "./transformer_2d.ts";
 export * from "./unet.ts";
 export * from "./unet_blocks.ts";
 export * from "./vae.ts";

@@ -14,7 +14,8 @@ import type { LoadedTensor } from "../weights/source.ts";
 import { timestepEmbedding } from "./embeddings.ts";
 import { Conv2d, GroupNorm, Linear } from "./layers.ts";
 import { ParamStore } from "./params.ts";
-import { type BlockConfig, DownBlock, MidBlock, type UNetContext, UpBlock } from "./unet_blocks.ts";
+import { UNET_FUSIONS, type UNetContext, type UNetFusions } from "./transformer_2d.ts";
+import { type BlockConfig, DownBlock, MidBlock, UpBlock } from "./unet_blocks.ts";
 
 /** Options for {@link UNet2DConditionModel.forward}. */
 export interface UNetForwardOptions {
@@ -149,6 +150,13 @@ export class UNet2DConditionModel {
   readonly dtype: DType;
   /** Checkpoint keys the model did not use. */
   readonly unused: string[];
+  /**
+   * The dispatch fusions `forward` uses (all on; each computes what the plain graph does, so
+   * switching one off only measures it).
+   */
+  readonly fusions: UNetFusions = Object.fromEntries(
+    UNET_FUSIONS.map((f) => [f, true]),
+  ) as unknown as UNetFusions;
   readonly #store: ParamStore;
 
   private constructor(
@@ -316,6 +324,7 @@ export class UNet2DConditionModel {
       const ctx: UNetContext = {
         tembAct,
         encoderHiddenStates,
+        fusions: { ...this.fusions },
         attentionProbs: options.attentionProbs && bindScope(options.attentionProbs),
       };
       // 2. conv_in

@@ -386,7 +386,7 @@ async function readBytes(rt: Runtime, tensors: Tensor[]): Promise<Uint8Array[]> 
     let at = 0;
     for (const t of group) {
       const n = Math.ceil(t.byteSize / 4) * 4;
-      encoder.copyBufferToBuffer(t.buffer, 0, staging, at, n);
+      encoder.copyBufferToBuffer(t.buffer, t.byteOffset, staging, at, n);
       at += n;
     }
     rt.device.queue.submit([encoder.finish()]);

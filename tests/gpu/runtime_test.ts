@@ -278,7 +278,10 @@ Deno.test({
     using t = rt.upload(new Float32Array(3 * align).map((_, i) => i), [3, align]);
     const mid = t.view([align], align);
     assert.equal(mid.byteOffset, align * 4);
-    assert.deepEqual((await mid.read()).slice(0, 3), new Float32Array([align, align + 1, align + 2]));
+    assert.deepEqual(
+      (await mid.read()).slice(0, 3),
+      new Float32Array([align, align + 1, align + 2]),
+    );
     using doubled = lincomb([mid], [2]); // the view bound at its offset
     assert.equal((await doubled.read())[1], 2 * (align + 1));
     rt.write(t.view([align], 2 * align), new Float32Array(align).fill(-1)); // writes the last row only

@@ -36,7 +36,10 @@ Deno.test({
     assert.equal(all[2 * n], 2000);
     // parts that would start off the alignment are not joined (and are taken one by one)
     assert.equal(store.join(["odd.weight", "odd2.weight"], [[3, 8], [3, 8]]), undefined);
-    assert.notEqual(store.take("odd.weight", [3, 8]).buffer, store.take("odd2.weight", [3, 8]).buffer);
+    assert.notEqual(
+      store.take("odd.weight", [3, 8]).buffer,
+      store.take("odd2.weight", [3, 8]).buffer,
+    );
     store.take("a.weight", shape);
     store.take("c.weight", shape);
     assert.deepEqual(store.finish(), []);

@@ -18,18 +18,19 @@ import type { LoadedTensor } from "../../src/weights/source.ts";
 
 /** A runtime whose uploads and allocations are no-ops: enough for model constructors. */
 function fakeRuntime(): Runtime {
-  const tensor = {
+  const tensor = (shape: readonly number[]): unknown => ({
+    shape,
     byteSize: 0,
     size: 0,
     dispose() {},
-    reshape: () => tensor, // a 1×1 conv weight used as a linear one
-    view: () => tensor, // a part of a joined parameter
-  };
+    reshape: tensor, // a 1×1 conv weight used as a linear one
+    view: tensor, // a part of a joined parameter
+  });
   return {
     preferredDType: "f32",
     assertDType() {},
-    empty: () => tensor,
-    upload: () => tensor,
+    empty: tensor,
+    upload: (_data: unknown, shape: readonly number[]) => tensor(shape),
     write() {},
     device: { queue: { submit() {} } },
     gpu: { limits: { minStorageBufferOffsetAlignment: 256 } },
