@@ -44,6 +44,11 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "q, k, v (cross-attention: k, v) from one GEMM on joined weights",
     set: (_rt, unet, on) => unet.fusions.qkv = on,
   },
+  {
+    name: "temb",
+    description: "every resnet's time_emb_proj in one GEMM, added in conv1's epilogue",
+    set: (_rt, unet, on) => unet.fusions.temb = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

@@ -15,11 +15,15 @@ const source: string = `{#- Conv2d on NCHW activations with PyTorch [Cout, Cin, 
                       picks a range of K slices and raw partial sums go to a f32 workspace
                       part[split][y index] instead of y (bias, residual, act then belong to "reduce").
                       bindings: x, [skip], w, [bias], [residual], y | part
-    variant "reduce": y = epilogue(Σ_split part).            bindings: part, [bias], [residual], y
-    Epilogue: y = act(acc + bias[co] + residual[i]), act ∈ none, relu, silu, gelu, gelu_tanh,
-    quick_gelu. Prologue (soft_clamp): x → c·tanh(x/c).
-    Params: variant, dtype, kh, kw, bias, skip, residual, upsample, soft_clamp, act, split,
-    bm, bn, bk, tm, tn (igemm), wg (naive, reduce). -#}
+    variant "reduce": y = epilogue(Σ_split part).
+                      bindings: part, [bias], [residual], [temb], [temb_bias], y
+    Epilogue: y = act(acc + bias[co] + temb[b, col + co] + temb_bias[co] + residual[i]), act ∈
+    none, relu, silu, gelu, gelu_tanh, quick_gelu; temb is a per-sample channel shift (the resnet's
+    time embedding) read at column p.temb_col of rows p.temb_stride long. Prologue (soft_clamp):
+    x → c·tanh(x/c). The full binding list: x, [skip], w, [bias], [residual], [temb], [temb_bias],
+    y (the split partial pass binds no epilogue tensors).
+    Params: variant, dtype, kh, kw, bias, skip, residual, temb, temb_bias, upsample, soft_clamp, act,
+    split, bm, bn, bk, tm, tn (igemm), wg (naive, reduce). -#}
 {% if enable_f16 %}enable f16;
 {% endif %}
 struct Params {
@@ -44,8 +48,8 @@ struct Params {
   tiles_n: u32,
   gx: u32,
   clamp_c: f32,
-  _p0: u32,
-  _p1: u32,
+  temb_stride: u32,
+  temb_col: u32,
   _p2: u32,
 };
 
@@ -72,6 +76,14 @@ struct Params {
 @group(0) @binding({{ nb }}) var<storage, read> res: array<{{ dtype }}>;
 {% set nb = nb + 1 %}
 {% endif %}
+{% if temb and fuse %}
+@group(0) @binding({{ nb }}) var<storage, read> temb: array<{{ dtype }}>;
+{% set nb = nb + 1 %}
+{% endif %}
+{% if temb_bias and fuse %}
+@group(0) @binding({{ nb }}) var<storage, read> temb_bias: array<{{ dtype }}>;
+{% set nb = nb + 1 %}
+{% endif %}
 @group(0) @binding({{ nb }}) var<storage, read_write> y: array<{{ out_t }}>;
 
 {% if fuse %}
@@ -80,6 +92,12 @@ fn finish(acc: f32, co: u32, i: u32) -> f32 {
   var v = acc;
 {% if bias %}
   v += f32(bias[co]);
+{% endif %}
+{% if temb %}
+  v += f32(temb[(i / (p.cout * p.hwo)) * p.temb_stride + p.temb_col + co]);
+{% endif %}
+{% if temb_bias %}
+  v += f32(temb_bias[co]);
 {% endif %}
 {% if residual %}
   v += f32(res[i]);

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Tensor } from "../gpu/tensor.ts";
-import { conv2d } from "../ops/conv2d.ts";
+import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
 import { type GemmActivation, linear } from "../ops/gemm.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import type { ParamScope } from "./params.ts";
@@ -97,6 +97,7 @@ export class Conv2d {
       upsample?: boolean | readonly [number, number];
       activation?: Activation;
       residual?: Tensor;
+      temb?: Conv2dOptions["temb"];
     } = {},
   ): Tensor {
     return conv2d(x, this.weight, {
@@ -107,6 +108,7 @@ export class Conv2d {
       upsample: options.upsample,
       activation: options.activation === "none" ? undefined : options.activation,
       residual: options.residual,
+      temb: options.temb,
     });
   }
 }

@@ -54,6 +54,11 @@ export class ResnetBlock2D {
   readonly conv2: Conv2d;
   /** 1×1 conv on the input when the width changes. */
   readonly conv_shortcut?: Conv2d;
+  /**
+   * Where this block's `time_emb_proj` output sits in a joined projection of every resnet of the
+   * model (set by the U-Net when it uploads their weights joined; see `tembAll` of `forward`).
+   */
+  tembColumn?: number;
 
   /** Takes the block's parameters from `scope`. */
   constructor(scope: ParamScope, readonly config: ResnetConfig) {
@@ -71,11 +76,17 @@ export class ResnetBlock2D {
   /**
    * The block on `x` `[B, Cin, H, W]` (channel-concatenated with `skip` first, in up blocks);
    * `temb` is `silu(time embedding)` `[B, T]`, required when the block has `time_emb_proj`.
-   * Borrows its inputs and returns a new tensor (the rule in `src/gpu/scope.ts`).
+   * `tembAll`, when given with a `tembColumn`, holds `silu(temb)·Wᵀ` of every resnet's joined
+   * `time_emb_proj` weight `[B, Σ Cout]`: conv1 then adds this block's columns and bias in its
+   * epilogue instead of running the projection and an add. Borrows its inputs and returns a new
+   * tensor (the rule in `src/gpu/scope.ts`).
    */
-  forward(x: Tensor, options: { temb?: Tensor; skip?: Tensor } = {}): Tensor {
+  forward(x: Tensor, options: { temb?: Tensor; tembAll?: Tensor; skip?: Tensor } = {}): Tensor {
     const { temb, skip } = options;
-    if (this.time_emb_proj && !temb) {
+    const shift = this.time_emb_proj && options.tembAll && this.tembColumn !== undefined
+      ? { values: options.tembAll, column: this.tembColumn, bias: this.time_emb_proj.bias }
+      : undefined;
+    if (this.time_emb_proj && !temb && !shift) {
       throw new Error("denoise: this ResnetBlock2D needs a time embedding");
     }
     return x.rt.scope(() => {
@@ -85,8 +96,8 @@ export class ResnetBlock2D {
       const h = chain(
         input,
         (t) => this.norm1.forward(t, { silu: true }), // [B, Cin, H, W]
-        (t) => this.conv1.forward(t), // [B, Cout, H, W]
-        (t) => this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
+        (t) => this.conv1.forward(t, { temb: shift }), // [B, Cout, H, W]
+        (t) => shift ? t : this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
         (t) => this.norm2.forward(t, { silu: true }), // [B, Cout, H, W]
       );
       // 3. conv2 plus the shortcut

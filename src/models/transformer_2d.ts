@@ -23,15 +23,22 @@ import type { ParamScope } from "./params.ts";
 export interface UNetFusions {
   /** Self-attention's q, k, v (cross-attention's k, v) from one GEMM on their joined weights. */
   qkv: boolean;
+  /**
+   * Every resnet's `time_emb_proj` in one GEMM on their joined weights, each resnet's columns
+   * (and bias) added in its conv1's epilogue.
+   */
+  temb: boolean;
 }
 
 /** Every fusion of {@link UNetFusions}, in the order they were made. */
-export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = ["qkv"];
+export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = ["qkv", "temb"];
 
 /** What every block of one U-Net call reads besides its input. */
 export interface UNetContext {
   /** `silu(time_embedding(t))`, shared by every resnet's `time_emb_proj`. */
   tembAct: Tensor; // [B, T]
+  /** With the `temb` fusion: every resnet's `time_emb_proj` weight applied to `tembAct` at once. */
+  tembAll?: Tensor; // [B, Σ Cout]
   /** The text embeddings the cross-attention reads. */
   encoderHiddenStates: Tensor; // [B, Lctx, Dctx]
   /** Opt-in hook: each cross-attention layer's head-averaged probabilities (see `UNetForwardOptions`). */

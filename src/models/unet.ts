@@ -9,6 +9,7 @@ import type { Runtime } from "../gpu/runtime.ts";
 import { bindScope, chain, type ChainStep } from "../gpu/scope.ts";
 import type { Tensor } from "../gpu/tensor.ts";
 import { unary } from "../ops/elementwise.ts";
+import { linear } from "../ops/gemm.ts";
 import type { UNet2DConditionConfig } from "../weights/configs.ts";
 import type { LoadedTensor } from "../weights/source.ts";
 import { timestepEmbedding } from "./embeddings.ts";
@@ -102,6 +103,24 @@ function checkConfig(config: UNet2DConditionConfig): void {
   }
 }
 
+/** Every resnet's key prefix and width, in the order `forward` runs them (down, mid, up). */
+function resnetWidths(config: UNet2DConditionConfig): { prefix: string; cout: number }[] {
+  const ch = config.block_out_channels;
+  const out: { prefix: string; cout: number }[] = [];
+  ch.forEach((c, i) => {
+    for (let j = 0; j < config.layers_per_block; j++) {
+      out.push({ prefix: `down_blocks.${i}.resnets.${j}`, cout: c });
+    }
+  });
+  for (const j of [0, 1]) out.push({ prefix: `mid_block.resnets.${j}`, cout: ch.at(-1)! });
+  [...ch].reverse().forEach((c, i) => {
+    for (let j = 0; j <= config.layers_per_block; j++) {
+      out.push({ prefix: `up_blocks.${i}.resnets.${j}`, cout: c });
+    }
+  });
+  return out;
+}
+
 function blockKind(type: string, plain: string, cross: string): boolean {
   if (type === plain) return false;
   if (type === cross) return true;
@@ -158,6 +177,8 @@ export class UNet2DConditionModel {
     UNET_FUSIONS.map((f) => [f, true]),
   ) as unknown as UNetFusions;
   readonly #store: ParamStore;
+  /** Every resnet's `time_emb_proj.weight`, joined (rows in `forward` order), when joinable. */
+  readonly #tembProj?: Tensor;
 
   private constructor(
     readonly rt: Runtime,
@@ -187,6 +208,11 @@ export class UNet2DConditionModel {
       this.conv_in = new Conv2d(root.child("conv_in"), config.in_channels, ch[0], 3, {
         padding: 1,
       });
+      const widths = resnetWidths(config);
+      this.#tembProj = root.join(
+        widths.map((r) => `${r.prefix}.time_emb_proj.weight`),
+        widths.map((r) => [r.cout, tembChannels]),
+      );
       const base = {
         tembChannels,
         groups: config.norm_num_groups,
@@ -243,6 +269,18 @@ export class UNet2DConditionModel {
       this.conv_out = new Conv2d(root.child("conv_out"), ch[0], config.out_channels, 3, {
         padding: 1,
       });
+      if (this.#tembProj) {
+        const resnets = [
+          ...this.down_blocks.flatMap((b) => b.resnets),
+          ...this.mid_block.resnets,
+          ...this.up_blocks.flatMap((b) => b.resnets),
+        ];
+        let column = 0;
+        resnets.forEach((r, i) => {
+          r.tembColumn = column;
+          column += widths[i].cout;
+        });
+      }
       this.unused = store.finish();
     } catch (e) {
       store.dispose();
@@ -323,6 +361,9 @@ export class UNet2DConditionModel {
       );
       const ctx: UNetContext = {
         tembAct,
+        tembAll: this.fusions.temb && this.#tembProj
+          ? linear(tembAct, this.#tembProj) // [B, Σ Cout]
+          : undefined,
         encoderHiddenStates,
         fusions: { ...this.fusions },
         attentionProbs: options.attentionProbs && bindScope(options.attentionProbs),

@@ -106,7 +106,7 @@ export class DownBlock {
       const attn = this.attentions?.[j];
       h = chain(
         h,
-        (t) => resnet.forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+        (t) => resnet.forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
         (t) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
       );
       outs.push(h);
@@ -153,9 +153,9 @@ export class MidBlock {
   forward(x: Tensor, ctx: UNetContext): Tensor {
     return chain(
       x,
-      (t) => this.resnets[0].forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+      (t) => this.resnets[0].forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
       (t) => this.attentions[0].forward(t, ctx), // [B, C, H, W]
-      (t) => this.resnets[1].forward(t, { temb: ctx.tembAct }), // [B, C, H, W]
+      (t) => this.resnets[1].forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
     );
   }
 }
@@ -226,7 +226,7 @@ export class UpBlock {
         return [
           (t: Tensor) => {
             using skip = takeSkip(skips);
-            return resnet.forward(t, { temb: ctx.tembAct, skip }); // [B, C, H, W]
+            return resnet.forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll, skip }); // [B, C, H, W]
           },
           (t: Tensor) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
         ];

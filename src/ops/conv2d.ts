@@ -48,6 +48,10 @@ export interface Conv2dParams {
   skip: boolean;
   /** A residual of the output shape is added. */
   residual: boolean;
+  /** A per-sample channel shift `temb[b, col + co]` is added. */
+  temb: boolean;
+  /** A per-channel bias of the shift is added. */
+  temb_bias: boolean;
   /** The input is read nearest-upsampled 2×. */
   upsample: boolean;
   /** The input is read as c·tanh(x/c). */
@@ -92,6 +96,12 @@ export interface Conv2dOptions {
   activation?: ConvActivation;
   /** A tensor of the output's shape added after the bias (a residual connection). */
   residual?: Tensor;
+  /**
+   * A per-sample channel shift added after the bias: `values[b, column + co]` (`values` is
+   * `[B, S]`; `column` default 0), plus `bias[co]` when given — the resnet's time embedding,
+   * `time_emb_proj(temb)` computed for many layers at once.
+   */
+  temb?: { values: Tensor; column?: number; bias?: Tensor };
   /** Write here instead of a new tensor (output shape and dtype). */
   out?: Tensor;
   /** Kernel version (default "igemm"). */
@@ -257,6 +267,22 @@ export function conv2dShape(x: Tensor, weight: Tensor, options: Conv2dOptions = 
     fail(`bias ${shapeOf(options.bias)} must be [${cout}] (one per output channel)`);
   }
   const same = (t: Tensor) => t.shape.length === 4 && t.shape.every((d, i) => d === shape[i]);
+  const temb = options.temb;
+  if (temb) {
+    const [tb, ts] = temb.values.shape;
+    const col = temb.column ?? 0;
+    if (temb.values.shape.length !== 2 || tb !== b || !(col >= 0 && col + cout <= ts)) {
+      fail(
+        `temb values ${shapeOf(temb.values)} at column ${col} must be [${b}, ≥ column + ${cout}]`,
+      );
+    }
+    if (temb.bias && (temb.bias.size !== cout || temb.bias.shape.length !== 1)) {
+      fail(`temb bias ${shapeOf(temb.bias)} must be [${cout}]`);
+    }
+    for (const t of [temb.values, temb.bias]) {
+      if (t && t.dtype !== x.dtype) fail(`temb tensors must be ${x.dtype}, got ${t.dtype}`);
+    }
+  }
   if (options.residual && !same(options.residual)) {
     fail(`residual ${shapeOf(options.residual)} must have the output's shape [${shape}]`);
   }
@@ -324,6 +350,8 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     bias: !!options.bias,
     skip: !!options.skip,
     residual: !!options.residual,
+    temb: !!options.temb,
+    temb_bias: !!options.temb?.bias,
     upsample: !!options.upsample,
     soft_clamp: options.softClamp !== undefined,
     act: options.activation ?? "none",
@@ -339,10 +367,13 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   u.set([b, cx, cin - cx, cout, hs, ws, hu, wu, ho, wo]);
   u.set([options.stride ?? 1, options.padding ?? Math.floor(kh / 2), k, n, ho * wo, out.size], 10);
   new Float32Array(u.buffer)[20] = options.softClamp ?? 1;
+  if (options.temb) u.set([options.temb.values.shape[1], options.temb.column ?? 0], 21);
   const inputs = [x, ...(options.skip ? [options.skip] : []), weight];
   const epilogue = [
     ...(options.bias ? [options.bias] : []),
     ...(options.residual ? [options.residual] : []),
+    ...(options.temb ? [options.temb.values] : []),
+    ...(options.temb?.bias ? [options.temb.bias] : []),
   ];
   const label = () => `conv2d ${kh}×${kw}${options.upsample ? " up" : ""} [${out.shape}]`;
   const variant = options.variant ?? "igemm";
@@ -387,7 +418,14 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   rt.dispatch({
     key: {
       kernel: "conv2d",
-      params: { ...params, bias: false, residual: false, act: "none" },
+      params: {
+        ...params,
+        bias: false,
+        residual: false,
+        temb: false,
+        temb_bias: false,
+        act: "none",
+      },
     },
     bindings: [...inputs, part],
     uniforms: u,

@@ -34,12 +34,14 @@ export interface Conv2dRefOptions {
   activation?: string;
   /** Added after the bias (the output's shape). */
   residual?: ArrayLike<number>;
+  /** A per-sample channel shift: `values[b, column + co] + bias[co]` (`values` is `[B, S]`). */
+  temb?: { values: HostTensor; column?: number; bias?: ArrayLike<number> };
   /** Compute only these flat output indices (`data` then holds their values in this order). */
   indices?: readonly number[];
 }
 
 /**
- * y = act(conv2d(cat([x, skip], 1), weight) + bias + residual) in float64: x `[B, Cx, H, W]`,
+ * y = act(conv2d(cat([x, skip], 1), weight) + bias + temb + residual) in float64: x `[B, Cx, H, W]`,
  * weight `[Cout, Cin, kh, kw]`, result `[B, Cout, Ho, Wo]` (or the values at `indices` only, for
  * spot checks of large shapes).
  *
@@ -103,7 +105,11 @@ export function conv2dRef(
         }
       }
     }
-    const v = acc + (options.bias ? options.bias[co] : 0) +
+    const t = options.temb;
+    const shift = t
+      ? t.values.data[n * t.values.shape[1] + (t.column ?? 0) + co] + (t.bias ? t.bias[co] : 0)
+      : 0;
+    const v = acc + (options.bias ? options.bias[co] : 0) + shift +
       (options.residual ? options.residual[i] : 0);
     return act(v);
   };

@@ -5,6 +5,7 @@ import type { Runtime } from "../../src/gpu/runtime.ts";
 import { sizeClass } from "../../src/gpu/pool.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { timestepEmbedding } from "../../src/models/embeddings.ts";
+import { UNET_FUSIONS } from "../../src/models/transformer_2d.ts";
 import { UNet2DConditionModel } from "../../src/models/unet.ts";
 import { StrictImportError } from "../../src/weights/strict.ts";
 import {
@@ -324,5 +325,43 @@ Deno.test({
     for (const t of [out, ctx, sample]) t.dispose();
     unet.dispose();
     closeModelSource(src);
+  },
+});
+
+Deno.test({
+  name: "unet: every dispatch fusion computes what the plain graph does, with fewer dispatches",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime(KERNELS);
+    const source = await openSource("tiny-sd15", "folder");
+    try {
+      for (const dtype of testDTypes(rt)) {
+        const unet = await loadUnet(rt, source!, dtype);
+        try {
+          const [b, c, h, w] = [2, 4, 16, 16];
+          using x = rt.upload(randomArray(b * c * h * w, 3), [b, c, h, w], { dtype });
+          using ctx = rt.upload(randomArray(b * 77 * 32, 4), [b, 77, 32], { dtype });
+          const run = async (on: boolean) => {
+            for (const f of UNET_FUSIONS) unet.fusions[f] = on;
+            const before = rt.dispatchCount;
+            using y = unet.forward(x, { timestep: [981, 1], encoderHiddenStates: ctx });
+            const dispatches = rt.dispatchCount - before;
+            return { values: await y.read(), dispatches };
+          };
+          const plain = await run(false);
+          const fused = await run(true);
+          assert.ok(
+            fused.dispatches < plain.dispatches,
+            `${fused.dispatches} dispatches fused, ${plain.dispatches} plain`,
+          );
+          const tol = dtype === "f32" ? 1e-5 : 5e-3;
+          assertCloseToScale(fused.values, plain.values, tol, `fused vs plain ${dtype}`);
+        } finally {
+          unet.dispose();
+        }
+      }
+    } finally {
+      closeModelSource(source!);
+    }
   },
 });

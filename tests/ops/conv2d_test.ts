@@ -26,6 +26,8 @@ interface Case {
   residual?: boolean;
   activation?: ConvActivation;
   softClamp?: number;
+  /** A per-sample channel shift read from [B, width] at `column` (+ its bias). */
+  temb?: { width: number; column: number; bias: boolean };
 }
 
 const CASES: Case[] = [
@@ -45,6 +47,9 @@ const CASES: Case[] = [
   // upsampling to a skip's size (the U-Net at sizes that are not multiples of 2^levels)
   { x: [1, 5, 9, 5], cout: 7, k: 3, upsample: [17, 9], skipC: 3, bias: true },
   { x: [2, 4, 3, 3], cout: 33, k: 3, upsample: [5, 6], residual: true },
+  { x: [2, 5, 7, 9], cout: 33, k: 3, bias: true, temb: { width: 71, column: 37, bias: true } },
+  { x: [3, 9, 5, 3], cout: 7, k: 3, temb: { width: 7, column: 0, bias: false }, residual: true },
+  { x: [2, 65, 3, 3], cout: 17, k: 3, bias: true, temb: { width: 40, column: 3, bias: true } },
 ];
 
 /** Forced igemm configurations, one per case in turn, so every tile and split-K path runs. */
@@ -74,6 +79,7 @@ function caseLabel(c: Case): string {
     c.residual ? "residual" : "",
     c.activation ?? "",
     c.softClamp ? "softclamp" : "",
+    c.temb ? `temb ${c.temb.width}@${c.temb.column}${c.temb.bias ? "+bias" : ""}` : "",
   ].filter((s) => s);
   return `[${c.x}]→${c.cout} ${c.k}×${c.k} ${extras.join(" ")}`;
 }
@@ -95,6 +101,8 @@ async function checkCase(rt: Runtime, c: Case, dtype: DType, index: number): Pro
   const wo = Math.floor((wu + 2 * pad - c.k) / stride) + 1;
   const outShape = [b, c.cout, ho, wo];
   const resH = c.residual ? host(b * c.cout * ho * wo, seed + 5) : undefined;
+  const tembH = c.temb ? host(b * c.temb.width, seed + 6) : undefined;
+  const tembBiasH = c.temb?.bias ? host(c.cout, seed + 7) : undefined;
   const refOpts: Conv2dRefOptions = {
     bias: biasH,
     stride,
@@ -103,6 +111,13 @@ async function checkCase(rt: Runtime, c: Case, dtype: DType, index: number): Pro
     softClamp: c.softClamp,
     activation: c.activation,
     residual: resH,
+    temb: c.temb
+      ? {
+        values: { data: tembH!, shape: [b, c.temb.width] },
+        column: c.temb.column,
+        bias: tembBiasH,
+      }
+      : undefined,
   };
   const ref = conv2dRef({ data: xh, shape: c.x }, {
     data: wh,
@@ -121,6 +136,13 @@ async function checkCase(rt: Runtime, c: Case, dtype: DType, index: number): Pro
     softClamp: c.softClamp,
     activation: c.activation,
     residual: up16(resH, outShape),
+    temb: c.temb
+      ? {
+        values: up16(tembH, [b, c.temb.width])!,
+        column: c.temb.column,
+        bias: up16(tembBiasH, [c.cout]),
+      }
+      : undefined,
   };
   const runs: [string, Conv2dOptions][] = [
     ["naive", { variant: "naive" }],
@@ -135,7 +157,11 @@ async function checkCase(rt: Runtime, c: Case, dtype: DType, index: number): Pro
     assertClose(await y.read(), ref.data, { ...tol, label: `${caseLabel(c)} ${dtype} ${name}` });
     y.dispose();
   }
-  for (const t of [x, wt, opts.bias, opts.skip, opts.residual]) t?.dispose();
+  for (
+    const t of [x, wt, opts.bias, opts.skip, opts.residual, opts.temb?.values, opts.temb?.bias]
+  ) {
+    t?.dispose();
+  }
 }
 
 Deno.test({
@@ -233,6 +259,9 @@ Deno.test({
       [() => conv2d(x, w, { splitK: 0 }), /splitK must be a positive integer/],
       [() => conv2d(x, w, { upsample: [20, 18] }), /upsample to 20×18 from 9×9: each side must/],
       [() => conv2d(x, w, { tile: "8x8" as ConvTile }), /unknown tile "8x8"/],
+      [() => conv2d(x, w, { temb: { values: t([2, 12]), column: 5 } }), /temb values \[2,12\]/],
+      [() => conv2d(x, w, { temb: { values: t([1, 8]) } }), /must be \[2, ≥ column \+ 8\]/],
+      [() => conv2d(x, w, { temb: { values: t([2, 8]), bias: t([7]) } }), /temb bias \[7\]/],
     ];
     if (rt.gpu.hasF16) bad.push([() => conv2d(x, t([8, 4, 3, 3], "f16")), /share x's dtype f32/]);
     bad.push([() => conv2d(x, w, { variant: "fast" as "naive" }), /unknown variant "fast"/]);
