@@ -49,6 +49,21 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "every resnet's time_emb_proj in one GEMM, added in conv1's epilogue",
     set: (_rt, unet, on) => unet.fusions.temb = on,
   },
+  {
+    name: "tokens",
+    description: "GroupNorm writes tokens, proj_out writes NCHW + residual (no permutes)",
+    set: (_rt, unet, on) => unet.fusions.tokens = on,
+  },
+  {
+    name: "geglu",
+    description: "GEGLU in the epilogue of the feed-forward's input GEMM",
+    set: (_rt, unet, on) => unet.fusions.geglu = on,
+  },
+  {
+    name: "concat",
+    description: "up blocks' skip concatenation read in place by norm1 and the shortcut conv",
+    set: (_rt, unet, on) => unet.fusions.concat = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

@@ -4,8 +4,13 @@
 const source: string = `{#- GEMM with a fused epilogue: y[z, m, n] = act(alpha · Σ_k a[z, m, k] · B[z](k, n) + bias[n]) + res[z, m, n]
     B[z](k, n) is b[z, n, k] when trans_b ("NT": nn.Linear's [out, in] weight) and b[z, k, n] otherwise.
     Bindings: a, b, [bias], [res], y. Shapes and strides travel in the uniform Params.
+    nchw: y (and res) are written as NCHW [B, N, L] for the rows m = b·L + l of tokens a [B·L, K]
+      (p.l tokens per image): the permute back from tokens fused into the store.
+    geglu (tiled, trans_b): b holds 2·N rows [h; gate]; tile column c < BN/2 reads row n0/2 + c
+      (h), c ≥ BN/2 reads row N + n0/2 + c − BN/2 (gate), so thread columns j and j + TN/2 pair
+      the two and the store writes y[m, n] = (h + bias[n]) · gelu_erf(gate + bias[N + n]).
     Params: variant ("naive" | "tiled" | "skinny"), dtype (storage; accumulation is always f32),
-      trans_b, act ("none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu"), bias, residual,
+      trans_b, act ("none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu"), bias, residual, nchw, geglu,
       vec (a, and b when trans_b, are read as vec4: needs K % 4 == 0),
       tiled: bm, bn, bk (tile), tm, tn (per-thread microtile), tx = bn / tn, ty = bm / tm,
         pa / pb (vec4 quads of the A / B tile each thread stages), prefetch (issue the next tile's
@@ -25,6 +30,10 @@ struct Params {
   b_bstride: u32,
   y_bstride: u32,
   alpha: f32,
+  l: u32,
+  _p0: u32,
+  _p1: u32,
+  _p2: u32,
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,7 +72,11 @@ fn activation(v: f32) -> f32 {
 
 // The fused epilogue of output (m, n) of batch z: alpha, bias, activation, residual; then the store.
 fn store(acc: f32, z: u32, m: u32, n: u32) {
+{% if nchw %}
+  let i = z * p.y_bstride + ((m / p.l) * p.n + n) * p.l + m % p.l;
+{% else %}
   let i = z * p.y_bstride + m * p.n + n;
+{% endif %}
   var v = acc * p.alpha;
 {% if bias %}
   v += f32(bias[n]);
@@ -94,10 +107,36 @@ fn load_a(base: u32, row: u32, k: u32) -> vec4<f32> {
   return v;
 }
 
+{% if geglu %}
+// GEGLU: the weight row a tile column reads (past the output's edge: a row that reads zeros).
+fn b_row(n0: u32, c: u32) -> u32 {
+  let gate = c >= {{ bn // 2 }}u;
+  let j = n0 / 2u + select(c, c - {{ bn // 2 }}u, gate);
+  if (j >= p.n) {
+    return 2u * p.n;
+  }
+  return select(j, p.n + j, gate);
+}
+
+// y[m, n] = (h + bias[n]) · gelu_erf(gate + bias[N + n]).
+fn store_geglu(h: f32, g: f32, z: u32, m: u32, n: u32) {
+  var hv = h * p.alpha;
+  var gv = g * p.alpha;
+{% if bias %}
+  hv += f32(bias[n]);
+  gv += f32(bias[p.n + n]);
+{% endif %}
+  y[z * p.y_bstride + m * p.n + n] = {{ dtype }}(hv * act_gelu(gv));
+}
+{% set b_rows = "2u * p.n" %}
+{% else %}
+{% set b_rows = "p.n" %}
+{% endif %}
+
 // B(k..k+3, col) (zeros past the edges)
 fn load_b(base: u32, col: u32, k: u32) -> vec4<f32> {
   var v = vec4<f32>(0.0);
-  if (col < p.n) {
+  if (col < {{ b_rows }}) {
 {% if trans_b %}
     let i = base + col * p.k + k;
 {% if vec %}
@@ -216,7 +255,9 @@ var<workgroup> Bs: array<vec4<f32>, {{ bn * (bk // 4 + 1) }}>;
   {{ decl }}ra{{ s }} = load_a(a_base, m0 + (t + {{ s }}u * WG) / KQ, {{ k }}((t + {{ s }}u * WG) % KQ) * 4u);
 {% endfor %}
 {% for s in range(pb) %}
-{% if trans_b %}
+{% if trans_b and geglu %}
+  {{ decl }}rb{{ s }} = load_b(b_base, b_row(n0, (t + {{ s }}u * WG) / KQ), {{ k }}((t + {{ s }}u * WG) % KQ) * 4u);
+{% elif trans_b %}
   {{ decl }}rb{{ s }} = load_b(b_base, n0 + (t + {{ s }}u * WG) / KQ, {{ k }}((t + {{ s }}u * WG) % KQ) * 4u);
 {% else %}
   {{ decl }}rb{{ s }} = load_b(b_base, n0 + (t + {{ s }}u * WG) % BN, {{ k }}((t + {{ s }}u * WG) / BN) * 4u);
@@ -280,11 +321,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
 {% for i in range(tm) %}
   if (m0 + ty + {{ i }}u * TY < p.m) {
+{% if geglu %}
+{% for j in range(tn // 2) %}
+    if (n0 / 2u + tx + {{ j }}u * TX < p.n) {
+      store_geglu(c{{ i }}_{{ j }}, c{{ i }}_{{ j + tn // 2 }}, z, m0 + ty + {{ i }}u * TY, n0 / 2u + tx + {{ j }}u * TX);
+    }
+{% endfor %}
+{% else %}
 {% for j in range(tn) %}
     if (n0 + tx + {{ j }}u * TX < p.n) {
       store(c{{ i }}_{{ j }}, z, m0 + ty + {{ i }}u * TY, n0 + tx + {{ j }}u * TX);
     }
 {% endfor %}
+{% endif %}
   }
 {% endfor %}
 }

@@ -14,7 +14,11 @@ const source: string = `{#- Normalisation: GroupNorm (NCHW) and LayerNorm (last 
     mode "ln":    one workgroup per LayerNorm row, affine per element.     bindings: x, w, b, y
     An "item" is a vec4 when \`vec\` (GroupNorm: S % 4 == 0, so a vec4 stays in one channel; LayerNorm:
     D % 4 == 0), else one element. Counts in Params are in items.
-    Params: mode, dtype (x, y), wdtype (w, b), vec, silu, wg. -#}
+    GroupNorm fusions (modes stats, apply, fused):
+      skip:   the input is torch.cat([x, xs], 1): channels < p.cx come from x [B, cx, S], the rest
+              from xs [B, C − cx, S] (binding xs follows x); a group may straddle the two.
+      tokens: y is written in token layout [B, S, C] (the permute a transformer's proj_in needs).
+    Params: mode, dtype (x, y), wdtype (w, b), vec, silu, skip, tokens, wg. -#}
 {% if enable_f16 %}enable f16;
 {% endif %}
 {% if vec %}{% set V = "vec4<" + dtype + ">" %}{% set F = "vec4<f32>" %}{% else %}{% set V = dtype %}{% set F = "f32" %}{% endif %}
@@ -27,21 +31,69 @@ struct Params {
   splits: u32,  // partials per row
   chunk: u32,   // items per workgroup (stats: per split; apply: per block)
   eps: f32,
+  cx: u32,      // skip: channels of x (the rest come from xs)
+  _p0: u32,
+  _p1: u32,
+  _p2: u32,
 };
 
+{% set Y = dtype if tokens else V %}
+{% set o = 1 if skip else 0 %}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<{{ V }}>;
+{% if skip %}
+@group(0) @binding(2) var<storage, read> xs: array<{{ V }}>;
+{% endif %}
 {% if mode == "stats" %}
-@group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding({{ 2 + o }}) var<storage, read_write> part: array<vec4<f32>>;
 {% elif mode == "apply" %}
-@group(0) @binding(2) var<storage, read> part: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> w: array<{{ wdtype }}>;
-@group(0) @binding(4) var<storage, read> b: array<{{ wdtype }}>;
-@group(0) @binding(5) var<storage, read_write> y: array<{{ V }}>;
+@group(0) @binding({{ 2 + o }}) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding({{ 3 + o }}) var<storage, read> w: array<{{ wdtype }}>;
+@group(0) @binding({{ 4 + o }}) var<storage, read> b: array<{{ wdtype }}>;
+@group(0) @binding({{ 5 + o }}) var<storage, read_write> y: array<{{ Y }}>;
 {% else %}
-@group(0) @binding(2) var<storage, read> w: array<{{ wdtype }}>;
-@group(0) @binding(3) var<storage, read> b: array<{{ wdtype }}>;
-@group(0) @binding(4) var<storage, read_write> y: array<{{ V }}>;
+@group(0) @binding({{ 2 + o }}) var<storage, read> w: array<{{ wdtype }}>;
+@group(0) @binding({{ 3 + o }}) var<storage, read> b: array<{{ wdtype }}>;
+@group(0) @binding({{ 4 + o }}) var<storage, read_write> y: array<{{ Y }}>;
+{% endif %}
+
+// Item i of row \`row\` (a GroupNorm group of one sample, or a LayerNorm row).
+fn item(row: u32, i: u32) -> {{ F }} {
+{% if skip %}
+  let c = (row % p.groups) * p.cpg + i / p.inner;
+  let s = i % p.inner;
+  let bi = row / p.groups;
+  if (c < p.cx) {
+    return {{ F }}(x[(bi * p.cx + c) * p.inner + s]);
+  }
+  let cs = p.groups * p.cpg - p.cx;
+  return {{ F }}(xs[(bi * cs + c - p.cx) * p.inner + s]);
+{% else %}
+  return {{ F }}(x[row * p.n + i]);
+{% endif %}
+}
+
+{% if mode != "stats" %}
+// Stores item i of row \`row\`.
+fn put(row: u32, i: u32, v: {{ F }}) {
+{% if tokens %}
+  let ch = p.groups * p.cpg;
+  let c = (row % p.groups) * p.cpg + i / p.inner;
+  let s = i % p.inner;
+  let bi = row / p.groups;
+{% if vec %}
+  let t = (bi * p.inner + s) * 4u;
+  y[(t + 0u) * ch + c] = {{ dtype }}(v.x);
+  y[(t + 1u) * ch + c] = {{ dtype }}(v.y);
+  y[(t + 2u) * ch + c] = {{ dtype }}(v.z);
+  y[(t + 3u) * ch + c] = {{ dtype }}(v.w);
+{% else %}
+  y[(bi * p.inner + s) * ch + c] = {{ dtype }}(v);
+{% endif %}
+{% else %}
+  y[row * p.n + i] = {{ V }}(v);
+{% endif %}
+}
 {% endif %}
 
 var<workgroup> red: array<vec3<f32>, {{ wg }}>;
@@ -86,11 +138,11 @@ fn reduce(s: vec3<f32>, lid: u32) -> vec3<f32> {
   return total;
 }
 
-// Reduces items [start, end) of the row starting at item \`base\`.
-fn row_stats(base: u32, start: u32, end: u32, lid: u32) -> vec3<f32> {
+// Reduces items [start, end) of row \`row\`.
+fn row_stats(row: u32, start: u32, end: u32, lid: u32) -> vec3<f32> {
   var s = vec3<f32>(0.0);
   for (var i = start + lid; i < end; i += {{ wg }}u) {
-    s = fold(s, {{ F }}(x[base + i]));
+    s = fold(s, item(row, i));
   }
   return reduce(s, lid);
 }
@@ -108,7 +160,6 @@ fn epilogue(v: {{ F }}) -> {{ F }} {
 fn normalise(row: u32, start: u32, end: u32, s: vec3<f32>, lid: u32) {
   let mean = s.y;
   let rstd = inverseSqrt(max(s.z / s.x, 0.0) + p.eps);
-  let base = row * p.n;
 {% if mode == "ln" %}
   for (var i = start + lid; i < end; i += {{ wg }}u) {
 {% if vec %}
@@ -119,8 +170,8 @@ fn normalise(row: u32, start: u32, end: u32, s: vec3<f32>, lid: u32) {
     let wv = f32(w[i]);
     let bv = f32(b[i]);
 {% endif %}
-    let v = {{ F }}(x[base + i]);
-    y[base + i] = {{ V }}(epilogue((v - mean) * (wv * rstd) + bv));
+    let v = item(row, i);
+    put(row, i, epilogue((v - mean) * (wv * rstd) + bv));
   }
 {% else %}
   let c0 = (row % p.groups) * p.cpg;
@@ -128,8 +179,8 @@ fn normalise(row: u32, start: u32, end: u32, s: vec3<f32>, lid: u32) {
     let c = c0 + i / p.inner;
     let scale = f32(w[c]) * rstd;
     let shift = f32(b[c]);
-    let v = {{ F }}(x[base + i]);
-    y[base + i] = {{ V }}(epilogue((v - mean) * scale + shift));
+    let v = item(row, i);
+    put(row, i, epilogue((v - mean) * scale + shift));
   }
 {% endif %}
 }
@@ -145,7 +196,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let row = idx / p.splits;
   let start = (idx % p.splits) * p.chunk;
-  let s = row_stats(row * p.n, start, min(start + p.chunk, p.n), lid);
+  let s = row_stats(row, start, min(start + p.chunk, p.n), lid);
   if (lid == 0u) {
     part[idx] = vec4<f32>(s, 0.0);
   }
@@ -166,7 +217,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (idx >= p.rows) {
     return;
   }
-  let s = row_stats(idx * p.n, 0u, p.n, lid);
+  let s = row_stats(idx, 0u, p.n, lid);
   normalise(idx, 0u, p.n, s, lid);
 {% endif %}
 }

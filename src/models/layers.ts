@@ -41,12 +41,25 @@ export class Linear {
     if (options.bias ?? true) this.bias = scope.take("bias", [outFeatures]);
   }
 
-  /** `act(x·Wᵀ + b) + residual` on `[..., in]` → `[..., out]`. */
-  forward(x: Tensor, options: { activation?: Activation; residual?: Tensor } = {}): Tensor {
+  /**
+   * `act(x·Wᵀ + b) + residual` on `[..., in]` → `[..., out]`; `geglu` and `nchw` as in
+   * {@link linear} (`h · gelu(gate)` of the halves of the output; tokens written back as NCHW).
+   */
+  forward(
+    x: Tensor,
+    options: {
+      activation?: Activation;
+      residual?: Tensor;
+      geglu?: boolean;
+      nchw?: { height: number; width: number };
+    } = {},
+  ): Tensor {
     return linear(x, this.weight, {
       bias: this.bias,
       activation: (options.activation ?? "none") as GemmActivation,
       residual: options.residual,
+      geglu: options.geglu,
+      nchw: options.nchw,
     });
   }
 }
@@ -141,12 +154,17 @@ export class GroupNorm {
     this.bias = scope.take("bias", [channels]);
   }
 
-  /** Normalises `x`; `silu` fuses the activation that usually follows. */
-  forward(x: Tensor, options: { silu?: boolean } = {}): Tensor {
+  /**
+   * Normalises `x` (or `cat([x, skip], 1)`, without making it); `silu` fuses the activation that
+   * usually follows; `tokens` writes `[B, H·W, C]` for a transformer instead of NCHW.
+   */
+  forward(x: Tensor, options: { silu?: boolean; skip?: Tensor; tokens?: boolean } = {}): Tensor {
     return groupNorm(x, this.weight, this.bias, {
       groups: this.groups,
       eps: this.eps,
       silu: options.silu ?? false,
+      skip: options.skip,
+      tokens: options.tokens,
     });
   }
 }

@@ -78,10 +78,14 @@ export class ResnetBlock2D {
    * `temb` is `silu(time embedding)` `[B, T]`, required when the block has `time_emb_proj`.
    * `tembAll`, when given with a `tembColumn`, holds `silu(temb)·Wᵀ` of every resnet's joined
    * `time_emb_proj` weight `[B, Σ Cout]`: conv1 then adds this block's columns and bias in its
-   * epilogue instead of running the projection and an add. Borrows its inputs and returns a new
-   * tensor (the rule in `src/gpu/scope.ts`).
+   * epilogue instead of running the projection and an add. With `catless` (and a skip and a
+   * shortcut conv), norm1 and the shortcut read `x` and `skip` as the concatenation, which is never
+   * made. Borrows its inputs and returns a new tensor (the rule in `src/gpu/scope.ts`).
    */
-  forward(x: Tensor, options: { temb?: Tensor; tembAll?: Tensor; skip?: Tensor } = {}): Tensor {
+  forward(
+    x: Tensor,
+    options: { temb?: Tensor; tembAll?: Tensor; skip?: Tensor; catless?: boolean } = {},
+  ): Tensor {
     const { temb, skip } = options;
     const shift = this.time_emb_proj && options.tembAll && this.tembColumn !== undefined
       ? { values: options.tembAll, column: this.tembColumn, bias: this.time_emb_proj.bias }
@@ -89,19 +93,21 @@ export class ResnetBlock2D {
     if (this.time_emb_proj && !temb && !shift) {
       throw new Error("denoise: this ResnetBlock2D needs a time embedding");
     }
+    const catless = skip !== undefined && this.conv_shortcut !== undefined && options.catless;
     return x.rt.scope(() => {
-      // 1. the input, with the skip concatenated in up blocks
-      const input = skip ? concatChannels(x, skip) : x; // [B, Cin, H, W]
+      // 1. the input, with the skip concatenated in up blocks (or read as such)
+      const input = skip && !catless ? concatChannels(x, skip) : x; // [B, Cin, H, W]
+      const cat = catless ? skip : undefined;
       // 2. silu(norm2(conv1(silu(norm1(input))) + time_emb_proj(temb)))
       const h = chain(
         input,
-        (t) => this.norm1.forward(t, { silu: true }), // [B, Cin, H, W]
+        (t) => this.norm1.forward(t, { silu: true, skip: cat }), // [B, Cin, H, W]
         (t) => this.conv1.forward(t, { temb: shift }), // [B, Cout, H, W]
         (t) => shift ? t : this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
         (t) => this.norm2.forward(t, { silu: true }), // [B, Cout, H, W]
       );
       // 3. conv2 plus the shortcut
-      const shortcut = this.conv_shortcut?.forward(input) ?? input; // [B, Cout, H, W]
+      const shortcut = this.conv_shortcut?.forward(input, { skip: cat }) ?? input; // [B, Cout, H, W]
       return this.conv2.forward(h, { residual: shortcut }); // [B, Cout, H, W]
     });
   }

@@ -28,10 +28,25 @@ export interface UNetFusions {
    * (and bias) added in its conv1's epilogue.
    */
   temb: boolean;
+  /**
+   * The transformer's GroupNorm writes tokens and `proj_out` writes NCHW with the residual: the
+   * two permutes are gone.
+   */
+  tokens: boolean;
+  /** The feed-forward's GEGLU in the epilogue of its input projection. */
+  geglu: boolean;
+  /** The up blocks' skip concatenation read by norm1 and the shortcut conv, never made. */
+  concat: boolean;
 }
 
 /** Every fusion of {@link UNetFusions}, in the order they were made. */
-export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = ["qkv", "temb"];
+export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = [
+  "qkv",
+  "temb",
+  "tokens",
+  "geglu",
+  "concat",
+];
 
 /** What every block of one U-Net call reads besides its input. */
 export interface UNetContext {
@@ -75,9 +90,12 @@ export class TokenProjection {
     this.bias = scope.take("bias", [cout]);
   }
 
-  /** `x·Wᵀ + b` on `[..., in]` → `[..., out]`. */
-  forward(x: Tensor): Tensor {
-    return linear(x, this.weight, { bias: this.bias });
+  /** `x·Wᵀ + b` on `[..., in]` → `[..., out]`; `nchw`/`residual` as in {@link linear}. */
+  forward(
+    x: Tensor,
+    options: { residual?: Tensor; nchw?: { height: number; width: number } } = {},
+  ): Tensor {
+    return linear(x, this.weight, { bias: this.bias, ...options });
   }
 }
 
@@ -225,12 +243,17 @@ export class FeedForward {
     };
   }
 
-  /** The feed-forward of `x`, plus `residual`. */
-  forward(x: Tensor, options: { residual?: Tensor } = {}): Tensor {
+  /** The feed-forward of `x`, plus `residual`; `fused` runs GEGLU in the projection's epilogue. */
+  forward(x: Tensor, options: { residual?: Tensor; fused?: boolean } = {}): Tensor {
+    const gate = options.fused ?? true
+      ? [(t: Tensor) => this.net[0].proj.forward(t, { geglu: true })] // [B, L, inner]
+      : [
+        (t: Tensor) => this.net[0].proj.forward(t), // [B, L, 2·inner]
+        (t: Tensor) => geglu(t), // [B, L, inner]
+      ];
     return chain(
       x,
-      (t) => this.net[0].proj.forward(t), // [B, L, 2·inner]
-      (t) => geglu(t), // [B, L, inner]
+      ...gate,
       (t) => this.net[2].forward(t, { residual: options.residual }), // [B, L, dim]
     );
   }
@@ -297,7 +320,10 @@ export class BasicTransformerBlock {
           })
         ), // [B, L, C]
       // 3. feed-forward
-      (t) => rt.scope(() => this.ff.forward(this.norm3.forward(t), { residual: t })), // [B, L, C]
+      (t) =>
+        rt.scope(() =>
+          this.ff.forward(this.norm3.forward(t), { residual: t, fused: ctx.fusions.geglu })
+        ), // [B, L, C]
     );
   }
 }
@@ -365,12 +391,22 @@ export class Transformer2DModel {
   /** The model on `x` `[B, C, H, W]`. */
   forward(x: Tensor, ctx: UNetContext): Tensor {
     const [, , height, width] = x.shape;
+    const blocks = this.transformer_blocks.map((block) => (t: Tensor) => block.forward(t, ctx));
+    if (ctx.fusions.tokens) {
+      return chain(
+        x,
+        (t) => this.norm.forward(t, { tokens: true }), // [B, H·W, C]
+        (t) => this.proj_in.forward(t), // [B, H·W, C]
+        ...blocks, // [B, H·W, C]
+        (t) => this.proj_out.forward(t, { residual: x, nchw: { height, width } }), // [B, C, H, W]
+      );
+    }
     return chain(
       x,
       (t) => this.norm.forward(t), // [B, C, H, W]
       (t) => nchwToTokens(t), // [B, H·W, C]
       (t) => this.proj_in.forward(t), // [B, H·W, C]
-      ...this.transformer_blocks.map((block) => (t: Tensor) => block.forward(t, ctx)), // [B, H·W, C]
+      ...blocks, // [B, H·W, C]
       (t) => this.proj_out.forward(t), // [B, H·W, C]
       (t) => tokensToNchw(t, { height, width, residual: x }), // [B, C, H, W]
     );

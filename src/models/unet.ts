@@ -356,8 +356,12 @@ export class UNet2DConditionModel {
           return tProj;
         },
         (t) => this.time_embedding.linear_1.forward(t, { activation: "silu" }), // [B, 4·C0]
-        tap("time_embedding", (t) => this.time_embedding.linear_2.forward(t)), // [B, 4·C0]
-        (t) => unary(t, "silu"), // [B, 4·C0]
+        ...(capture || !this.fusions.temb
+          ? [
+            tap("time_embedding", (t) => this.time_embedding.linear_2.forward(t)), // [B, 4·C0]
+            (t: Tensor) => unary(t, "silu"), // [B, 4·C0]
+          ]
+          : [(t: Tensor) => this.time_embedding.linear_2.forward(t, { activation: "silu" })]),
       );
       const ctx: UNetContext = {
         tembAct,

@@ -226,7 +226,12 @@ export class UpBlock {
         return [
           (t: Tensor) => {
             using skip = takeSkip(skips);
-            return resnet.forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll, skip }); // [B, C, H, W]
+            return resnet.forward(t, {
+              temb: ctx.tembAct,
+              tembAll: ctx.tembAll,
+              skip,
+              catless: ctx.fusions.concat,
+            }); // [B, C, H, W]
           },
           (t: Tensor) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
         ];

@@ -55,6 +55,10 @@ export interface GemmParams {
   bias: boolean;
   /** A residual of y's shape is bound and added last. */
   residual: boolean;
+  /** y (and the residual) are written as NCHW [B, N, L] from token rows (tiled and naive). */
+  nchw: boolean;
+  /** GEGLU epilogue: b holds [h; gate] rows, y = h · gelu(gate) (tiled only). */
+  geglu: boolean;
   /** a (and b when trans_b) are read as vec4 (K % 4 == 0). */
   vec: boolean;
   /** Tile rows / columns / depth. */
@@ -89,8 +93,18 @@ export interface LinearOptions {
   bias?: Tensor;
   /** Activation applied after the bias (default `none`). */
   activation?: GemmActivation;
-  /** Added after the activation; y's shape [..., N]. */
+  /** Added after the activation; y's shape [..., N] (`[B, N, H, W]` with `nchw`). */
   residual?: Tensor;
+  /**
+   * x is tokens `[B, H·W, K]`: write y as NCHW `[B, N, H, W]` (the permute back from tokens fused
+   * into the store; the residual is NCHW too).
+   */
+  nchw?: { height: number; width: number };
+  /**
+   * GEGLU: the weight's rows are `[h; gate]` (`[2·N, K]`, diffusers' `GEGLU.proj`) and
+   * y = (x·Wₕᵀ + bₕ) · gelu(x·W_gᵀ + b_g), `[..., N]`: the projection and the gate in one GEMM.
+   */
+  geglu?: boolean;
   /** Write into this tensor (y's shape and dtype; must not be an input). */
   out?: Tensor;
   /** Kernel version (default `auto`). */
@@ -122,6 +136,9 @@ interface Problem {
   act: GemmActivation;
   bias?: Tensor;
   residual?: Tensor;
+  /** Tokens per image when writing NCHW. */
+  nchwL?: number;
+  geglu?: boolean;
 }
 
 /** Output work groups under which a 128×64 tile leaves a large GPU idle (≈ 2 per SM on an H100). */
@@ -163,15 +180,32 @@ export function gemmPlan(
   variant: Exclude<GemmVariant, "auto">,
   shape: { m: number; n: number; k: number; batch: number; transB: boolean },
   dtype: DType,
-  epilogue: { act?: GemmActivation; bias?: boolean; residual?: boolean } = {},
+  epilogue: {
+    act?: GemmActivation;
+    bias?: boolean;
+    residual?: boolean;
+    nchw?: boolean;
+    geglu?: boolean;
+  } = {},
 ): { params: GemmParams; grid: [number, number, number] } {
   const { m, n, k, batch, transB } = shape;
+  const geglu = epilogue.geglu ?? false;
+  if (geglu && (variant === "naive" || variant === "skinny" || !transB)) {
+    throw new Error(
+      `denoise: the GEGLU epilogue needs a tiled gemm variant and b as [2·N, K], got "${variant}"`,
+    );
+  }
+  if ((epilogue.nchw ?? false) && variant === "skinny") {
+    throw new Error(`denoise: the NCHW store needs the tiled or naive gemm variant`);
+  }
   const base = {
     dtype,
     trans_b: transB,
     act: epilogue.act ?? "none",
     bias: epilogue.bias ?? false,
     residual: epilogue.residual ?? false,
+    nchw: epilogue.nchw ?? false,
+    geglu,
     bm: 0,
     bn: 0,
     bk: 0,
@@ -218,7 +252,7 @@ export function gemmPlan(
       prefetch: variant !== "tiled",
       wg,
     };
-    grid = [Math.ceil(n / bn), Math.ceil(m / bm), batch];
+    grid = [Math.ceil(n / (geglu ? bn / 2 : bn)), Math.ceil(m / bm), batch];
   }
   return { params, grid };
 }
@@ -233,7 +267,9 @@ function record(
 ) {
   if (pr.m === 0 || pr.n === 0) return;
   const shape = { m: pr.m, n: pr.n, k: pr.k, batch: pr.batch, transB: pr.transB };
-  const v = variant === "auto" ? chooseGemmVariant(shape) : variant;
+  let v = variant === "auto" ? chooseGemmVariant(shape) : variant;
+  // the fused GEGLU and NCHW stores have no skinny form: a few rows go through the small tile
+  if (variant === "auto" && v === "skinny" && (pr.geglu || pr.nchwL)) v = "tiled_vec";
   if (!GEMM_VARIANTS.includes(v)) {
     throw new Error(`denoise: unknown gemm variant "${v}"; use one of auto, ${GEMM_VARIANTS}`);
   }
@@ -241,6 +277,8 @@ function record(
     act: pr.act,
     bias: pr.bias !== undefined,
     residual: pr.residual !== undefined,
+    nchw: pr.nchwL !== undefined,
+    geglu: pr.geglu,
   });
   const maxGrid = y.rt.gpu.limits.maxComputeWorkgroupsPerDimension;
   if (grid.some((g) => g > maxGrid)) {
@@ -249,10 +287,11 @@ function record(
         `${maxGrid} per dimension; use a tiled variant or split the batch`,
     );
   }
-  const buf = new ArrayBuffer(32);
+  const buf = new ArrayBuffer(48);
   const u = new Uint32Array(buf);
   u.set([pr.m, pr.n, pr.k, pr.batch, pr.aStride, pr.bStride, pr.m * pr.n]);
   new Float32Array(buf)[7] = pr.alpha;
+  u[8] = pr.nchwL ?? 1;
   const bindings = [a, b];
   if (pr.bias) bindings.push(pr.bias);
   if (pr.residual) bindings.push(pr.residual);
@@ -315,12 +354,30 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
         `[out_features, ${k}] (PyTorch's [out, in] layout)`,
     );
   }
-  const n = weight.shape[0];
+  const rows = weight.shape[0];
+  const geglu = options.geglu ?? false;
+  if (geglu && (rows % 2 !== 0 || act !== "none" || residual || options.nchw)) {
+    throw new Error(
+      `denoise: linear: geglu needs an even number of weight rows ([h; gate], got ${rows}) and ` +
+        `no activation, residual or nchw`,
+    );
+  }
+  const n = geglu ? rows / 2 : rows;
   const m = x.shape.slice(0, -1).reduce((p, d) => p * d, 1);
-  const yShape = [...x.shape.slice(0, -1), n];
+  const nchw = options.nchw;
+  let yShape = [...x.shape.slice(0, -1), n];
+  if (nchw) {
+    const { height, width } = nchw;
+    if (x.shape.length !== 3 || x.shape[1] !== height * width) {
+      throw new Error(
+        `denoise: linear: nchw needs x as tokens [B, ${height}·${width}, K], got [${x.shape}]`,
+      );
+    }
+    yShape = [x.shape[0], n, height, width];
+  }
   checkDType("linear", x, [["weight", weight], ["bias", bias], ["residual", residual]]);
-  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== n)) {
-    throw new Error(`denoise: linear: bias is [${bias.shape}], needs [${n}] (out_features)`);
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== rows)) {
+    throw new Error(`denoise: linear: bias is [${bias.shape}], needs [${rows}] (out_features)`);
   }
   if (
     residual &&
@@ -344,8 +401,11 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
     act,
     bias,
     residual,
+    nchwL: nchw ? nchw.height * nchw.width : undefined,
+    geglu,
   };
-  record(y, x, weight, problem, options.variant ?? "auto", () => `linear [${yShape}]`);
+  const label = () => `linear${geglu ? "+geglu" : ""}${nchw ? "→nchw" : ""} [${yShape}]`;
+  record(y, x, weight, problem, options.variant ?? "auto", label);
   return y;
 }
 

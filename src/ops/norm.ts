@@ -31,6 +31,10 @@ export interface NormParams {
   vec: boolean;
   /** Apply SiLU after the affine. */
   silu: boolean;
+  /** GroupNorm of `cat([x, skip], 1)`: a second input binding after x. */
+  skip: boolean;
+  /** GroupNorm output in token layout `[B, H·W, C]`. */
+  tokens: boolean;
   /** Invocations per workgroup (a power of two). */
   wg: number;
 }
@@ -45,8 +49,18 @@ export interface GroupNormOptions {
   silu?: boolean;
   /** Kernel version (default `auto`). */
   variant?: GroupNormVariant;
-  /** Write into this tensor (x's shape and dtype; must not be x). */
+  /** Write into this tensor (the output's shape and dtype; must not be an input). */
   out?: Tensor;
+  /**
+   * Normalise `cat([x, skip], 1)` without making it: `skip` `[B, Cs, …]` follows x's channels
+   * (the up blocks' skip connections); weight and bias then have Cx + Cs entries.
+   */
+  skip?: Tensor;
+  /**
+   * Write the result in token layout `[B, H·W, C]` (what a transformer's `proj_in` reads) instead
+   * of NCHW.
+   */
+  tokens?: boolean;
 }
 
 /** Options of {@link layerNorm}. */
@@ -73,11 +87,13 @@ function uniforms(v: {
   splits?: number;
   chunk?: number;
   eps: number;
+  cx?: number;
 }): Uint32Array {
-  const buf = new ArrayBuffer(32);
+  const buf = new ArrayBuffer(48);
   const u = new Uint32Array(buf);
   u.set([v.rows, v.n, v.inner ?? 1, v.cpg ?? 0, v.groups ?? 1, v.splits ?? 1, v.chunk ?? v.n]);
   new Float32Array(buf)[7] = v.eps;
+  u[8] = v.cx ?? 0;
   return u;
 }
 
@@ -89,11 +105,12 @@ function checkAffine(op: string, t: Tensor, name: string, n: number, x: Tensor):
   }
 }
 
-function checkOut(op: string, out: Tensor, x: Tensor): void {
-  if (out === x || out.size !== x.size || out.dtype !== x.dtype) {
+function checkOut(op: string, out: Tensor, x: Tensor, size = x.size, skip?: Tensor): void {
+  const alias = out.buffer === x.buffer || (skip !== undefined && out.buffer === skip.buffer);
+  if (alias || out.size !== size || out.dtype !== x.dtype) {
     throw new Error(
-      `denoise: ${op}: out must be a separate ${x.dtype} tensor of ${x.size} elements ` +
-        `(got [${out.shape}] ${out.dtype}${out === x ? ", the input itself" : ""})`,
+      `denoise: ${op}: out must be a separate ${x.dtype} tensor of ${size} elements ` +
+        `(got [${out.shape}] ${out.dtype}${alias ? ", sharing an input's storage" : ""})`,
     );
   }
 }
@@ -128,7 +145,18 @@ export function groupNorm(
     );
   }
   if (x.size === 0) throw new Error(`denoise: groupNorm of an empty tensor [${x.shape}]`);
-  const [batch, channels] = x.shape;
+  const skip = options.skip;
+  if (
+    skip && (skip.shape.length !== x.shape.length || skip.shape[0] !== x.shape[0] ||
+      skip.shape.slice(2).some((d, i) => d !== x.shape[2 + i]) || skip.dtype !== x.dtype)
+  ) {
+    throw new Error(
+      `denoise: groupNorm: skip [${skip.shape}] ${skip.dtype} cannot follow x [${x.shape}] ` +
+        `${x.dtype} along channels (same batch, size and dtype)`,
+    );
+  }
+  const [batch, cx] = x.shape;
+  const channels = cx + (skip?.shape[1] ?? 0);
   if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
     throw new Error(
       `denoise: groupNorm: ${channels} channels cannot be split into ${groups} groups; ` +
@@ -140,9 +168,12 @@ export function groupNorm(
   if (weight.dtype !== bias.dtype) {
     throw new Error(`denoise: groupNorm: weight is ${weight.dtype} but bias is ${bias.dtype}`);
   }
-  const out = options.out ?? x.rt.empty(x.shape, x.dtype);
-  checkOut("groupNorm", out, x);
-  const spatial = x.size / (batch * channels);
+  const spatial = x.size / (batch * cx);
+  const outShape = options.tokens
+    ? [batch, spatial, channels]
+    : [batch, channels, ...x.shape.slice(2)];
+  const out = options.out ?? x.rt.empty(outShape, x.dtype);
+  checkOut("groupNorm", out, x, batch * channels * spatial, skip);
   const cpg = channels / groups;
   const vec = spatial % 4 === 0;
   const per = vec ? 4 : 1;
@@ -153,18 +184,23 @@ export function groupNorm(
     wdtype: weight.dtype,
     vec,
     silu: options.silu ?? false,
+    skip: !!skip,
+    tokens: options.tokens ?? false,
     wg: WG,
   };
+  const inputs = skip ? [x, skip] : [x];
   const variant = options.variant ?? "auto";
   const split = variant === "split" || (variant === "auto" && cpg * spatial > FUSED_MAX);
-  const label = () => `groupNorm${base.silu ? "+silu" : ""} [${x.shape}] g=${groups}`;
+  const label = () =>
+    `groupNorm${base.silu ? "+silu" : ""}${skip ? "+cat" : ""}${base.tokens ? "→tokens" : ""} ` +
+    `[${outShape}] g=${groups}`;
   const inner = spatial / per;
   if (!split) {
     const p: NormParams = { mode: "fused", ...base };
     x.rt.dispatch({
       key: { kernel: "norm", params: p },
-      bindings: [x, weight, bias, out],
-      uniforms: uniforms({ rows, n, inner, cpg, groups, eps }),
+      bindings: [...inputs, weight, bias, out],
+      uniforms: uniforms({ rows, n, inner, cpg, groups, eps, cx }),
       grid: grid1d(rows),
       label,
     });
@@ -173,11 +209,11 @@ export function groupNorm(
   const chunk = SPLIT_CHUNK / per;
   const splits = Math.ceil(n / chunk);
   const part = x.rt.empty([rows * splits, 4], "f32");
-  const u = uniforms({ rows, n, inner, cpg, groups, splits, chunk, eps });
-  const stats: NormParams = { mode: "stats", ...base, silu: false };
+  const u = uniforms({ rows, n, inner, cpg, groups, splits, chunk, eps, cx });
+  const stats: NormParams = { mode: "stats", ...base, silu: false, tokens: false };
   x.rt.dispatch({
     key: { kernel: "norm", params: stats },
-    bindings: [x, part],
+    bindings: [...inputs, part],
     uniforms: u,
     grid: grid1d(rows * splits),
     label: () => `${label()} stats`,
@@ -185,7 +221,7 @@ export function groupNorm(
   const apply: NormParams = { mode: "apply", ...base };
   x.rt.dispatch({
     key: { kernel: "norm", params: apply },
-    bindings: [x, part, weight, bias, out],
+    bindings: [...inputs, part, weight, bias, out],
     uniforms: u,
     grid: grid1d(rows * splits),
     label,
@@ -234,6 +270,8 @@ export function layerNorm(
     wdtype: weight.dtype,
     vec,
     silu: false,
+    skip: false,
+    tokens: false,
     wg: LN_WG,
   };
   x.rt.dispatch({

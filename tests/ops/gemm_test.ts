@@ -8,7 +8,9 @@ import {
   linear,
   matmul,
 } from "../../src/ops/gemm.ts";
+import { gegluRef } from "../../src/reference/geglu.ts";
 import { linearRef, matmulRef } from "../../src/reference/gemm.ts";
+import { transposeRef } from "../../src/reference/layout.ts";
 import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
 
@@ -157,6 +159,76 @@ Deno.test({
         }
       }
     }
+  },
+});
+
+Deno.test({
+  name: "linear: the GEGLU epilogue and the NCHW store match float64 on odd shapes",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime(["gemm"]);
+    const tiled = ["auto", "tiled", "tiled_vec", "tiled_128"] as const;
+    for (const dtype of testDTypes(rt)) {
+      // GEGLU: x [M, K], w [2·F, K] = [h; gate], bias [2·F] → [M, F]
+      for (const [i, [m, f, k]] of [[1, 1, 3], [7, 33, 64], [130, 70, 5], [3, 257, 68]].entries()) {
+        const x = asDType(randomArray(m * k, 50 + i), dtype);
+        const w = asDType(randomArray(2 * f * k, 60 + i), dtype);
+        const b = asDType(randomArray(2 * f, 70 + i), dtype);
+        const ref = gegluRef(linearRef(x, w, { m, n: 2 * f, k, bias: b }), f);
+        using tx = rt.upload(x, [m, k], { dtype });
+        using tw = rt.upload(w, [2 * f, k], { dtype });
+        using tb = rt.upload(b, [2 * f], { dtype });
+        for (const variant of tiled) {
+          using y = linear(tx, tw, { bias: i % 2 ? undefined : tb, geglu: true, variant });
+          assert.deepEqual(y.shape, [m, f]);
+          const want = i % 2 ? gegluRef(linearRef(x, w, { m, n: 2 * f, k }), f) : ref;
+          assertClose(await y.read(), want, {
+            ...tol(dtype, k),
+            label: `geglu ${variant} ${dtype} M=${m} F=${f} K=${k}`,
+          });
+        }
+      }
+      // NCHW: tokens [B, H·W, K] → [B, N, H, W] + residual
+      for (
+        const [i, [bt, h, w, n, k]] of [[1, 1, 1, 1, 3], [2, 3, 5, 33, 64], [2, 9, 7, 70, 5]]
+          .entries()
+      ) {
+        const l = h * w;
+        const x = asDType(randomArray(bt * l * k, 80 + i), dtype);
+        const wt = asDType(randomArray(n * k, 90 + i), dtype);
+        const b = asDType(randomArray(n, 95 + i), dtype);
+        const r = asDType(randomArray(bt * n * l, 99 + i), dtype);
+        const tokens = linearRef(x, wt, { m: bt * l, n, k, bias: b });
+        const ref = transposeRef(tokens, { batch: bt, rows: l, cols: n }, r);
+        using tx = rt.upload(x, [bt, l, k], { dtype });
+        using tw = rt.upload(wt, [n, k], { dtype });
+        using tb = rt.upload(b, [n], { dtype });
+        using tr = rt.upload(r, [bt, n, h, w], { dtype });
+        for (const variant of ["naive", ...tiled] as const) {
+          using y = linear(tx, tw, {
+            bias: tb,
+            residual: tr,
+            nchw: { height: h, width: w },
+            variant,
+          });
+          assert.deepEqual(y.shape, [bt, n, h, w]);
+          assertClose(await y.read(), ref, {
+            ...tol(dtype, k),
+            label: `nchw ${variant} ${dtype} [${bt},${l},${k}]→${n}`,
+          });
+        }
+      }
+    }
+    using x = rt.empty([4, 8]);
+    assert.throws(() => linear(x, rt.empty([5, 8]), { geglu: true }), /even number of weight rows/);
+    assert.throws(
+      () => linear(x, rt.empty([6, 8]), { geglu: true, variant: "skinny" }),
+      /GEGLU epilogue needs a tiled/,
+    );
+    assert.throws(
+      () => linear(x.reshape([1, 4, 8]), rt.empty([6, 8]), { nchw: { height: 3, width: 1 } }),
+      /nchw needs x as tokens \[B, 3·1, K\]/,
+    );
   },
 });
 

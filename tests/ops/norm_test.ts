@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { DType } from "../../src/gpu/device.ts";
 import type { Runtime } from "../../src/gpu/runtime.ts";
 import { groupNorm, type GroupNormVariant, layerNorm } from "../../src/ops/norm.ts";
+import { concatChannelsRef, transposeRef } from "../../src/reference/layout.ts";
 import { groupNormRef, layerNormRef } from "../../src/reference/norm.ts";
 import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
@@ -64,6 +65,79 @@ Deno.test({
         }
       }
     }
+  },
+});
+
+Deno.test({
+  name: "groupNorm fused with a channel concat and a token-layout store, both variants",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime(["norm"]);
+    let seed = 300;
+    // [B, Cx, H, W] + [B, Cs, H, W]; groups that straddle x and skip; vec4 and scalar spatial
+    const cases: { x: number[]; cs: number; groups: number; silu: boolean }[] = [
+      { x: [2, 3, 5, 3], cs: 5, groups: 4, silu: true },
+      { x: [1, 6, 4, 4], cs: 2, groups: 2, silu: false },
+      { x: [2, 40, 3, 3], cs: 20, groups: 6, silu: true },
+      { x: [1, 8, 64, 65], cs: 8, groups: 4, silu: false }, // groups above the one-workgroup size
+    ];
+    for (const dtype of testDTypes(rt)) {
+      for (const c of cases) {
+        const [b, cx, h, w] = c.x;
+        const s = h * w;
+        const ch = cx + c.cs;
+        const xh = asDType(randomArray(b * cx * s, seed++, -2, 2), dtype);
+        const sh = asDType(randomArray(b * c.cs * s, seed++, -1, 3), dtype);
+        const wh = asDType(randomArray(ch, seed++, 0.5, 1.5), dtype);
+        const bh = asDType(randomArray(ch, seed++, -0.5, 0.5), dtype);
+        const cat = concatChannelsRef(xh, sh, b);
+        const ref = groupNormRef(cat, wh, bh, {
+          batch: b,
+          channels: ch,
+          groups: c.groups,
+          eps: 1e-5,
+          silu: c.silu,
+        });
+        using x = rt.upload(xh, c.x, { dtype });
+        using skip = rt.upload(sh, [b, c.cs, h, w], { dtype });
+        using tw = rt.upload(wh, [ch], { dtype });
+        using tb = rt.upload(bh, [ch], { dtype });
+        for (const variant of ["fused", "split"] as const) {
+          for (const tokens of [false, true]) {
+            const opts = { groups: c.groups, silu: c.silu, variant, tokens };
+            using y = groupNorm(x, tw, tb, { ...opts, skip: c.cs ? skip : undefined });
+            assert.deepEqual(y.shape, tokens ? [b, s, ch] : [b, ch, h, w]);
+            const want = tokens ? transposeRef(ref, { batch: b, rows: ch, cols: s }) : ref;
+            assertClose(await y.read(), want, {
+              ...TOL[dtype],
+              label: `groupNorm cat ${dtype} [${c.x}]+${c.cs} g=${c.groups} ${variant}` +
+                `${tokens ? " tokens" : ""}`,
+            });
+          }
+        }
+        // tokens without a skip
+        const plain = groupNormRef(xh, wh.slice(0, cx), bh.slice(0, cx), {
+          batch: b,
+          channels: cx,
+          groups: cx % c.groups === 0 ? c.groups : 1,
+          eps: 1e-5,
+        });
+        using tw2 = rt.upload(wh.slice(0, cx), [cx], { dtype });
+        using tb2 = rt.upload(bh.slice(0, cx), [cx], { dtype });
+        const g = cx % c.groups === 0 ? c.groups : 1;
+        using y2 = groupNorm(x, tw2, tb2, { groups: g, tokens: true });
+        assertClose(await y2.read(), transposeRef(plain, { batch: b, rows: cx, cols: s }), {
+          ...TOL[dtype],
+          label: `groupNorm tokens ${dtype} [${c.x}] g=${g}`,
+        });
+      }
+    }
+    using x = rt.empty([2, 4, 3, 3]);
+    using w8 = rt.empty([8]);
+    assert.throws(
+      () => groupNorm(x, w8, w8, { groups: 2, skip: rt.empty([2, 4, 3, 4]) }),
+      /skip \[2,4,3,4\] .* cannot follow x/,
+    );
   },
 });
 
