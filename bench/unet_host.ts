@@ -64,6 +64,11 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "up blocks' skip concatenation read in place by norm1 and the shortcut conv",
     set: (_rt, unet, on) => unet.fusions.concat = on,
   },
+  {
+    name: "ln",
+    description: "the transformer block's LayerNorms in the prologue of the GEMMs that read them",
+    set: (_rt, unet, on) => unet.fusions.ln = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

@@ -9,8 +9,12 @@ const source: string = `{#- GEMM with a fused epilogue: y[z, m, n] = act(alpha �
     geglu (tiled, trans_b): b holds 2·N rows [h; gate]; tile column c < BN/2 reads row n0/2 + c
       (h), c ≥ BN/2 reads row N + n0/2 + c − BN/2 (gate), so thread columns j and j + TN/2 pair
       the two and the store writes y[m, n] = (h + bias[n]) · gelu_erf(gate + bias[N + n]).
+    ln (tiled): a LayerNorm prologue: before its k loop a workgroup computes the mean and 1/std of
+      its rows of a (two passes, f32), and every staged element becomes (a − mean)·rstd·ln_w[k] +
+      ln_b[k] (eps in p.ln_eps): nn.LayerNorm followed by the linear, without storing the norm.
+    Bindings in order: a, b, [bias], [res], [ln_w, ln_b], y.
     Params: variant ("naive" | "tiled" | "skinny"), dtype (storage; accumulation is always f32),
-      trans_b, act ("none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu"), bias, residual, nchw, geglu,
+      trans_b, act ("none" | "gelu" | "gelu_tanh" | "quick_gelu" | "silu"), bias, residual, nchw, geglu, ln,
       vec (a, and b when trans_b, are read as vec4: needs K % 4 == 0),
       tiled: bm, bn, bk (tile), tm, tn (per-thread microtile), tx = bn / tn, ty = bm / tm,
         pa / pb (vec4 quads of the A / B tile each thread stages), prefetch (issue the next tile's
@@ -31,7 +35,7 @@ struct Params {
   y_bstride: u32,
   alpha: f32,
   l: u32,
-  _p0: u32,
+  ln_eps: f32,
   _p1: u32,
   _p2: u32,
 };
@@ -47,19 +51,21 @@ struct Params {
 {% else %}
 @group(0) @binding(2) var<storage, read> b: array<{{ dtype }}>;
 {% endif %}
-{% if bias and residual %}
-@group(0) @binding(3) var<storage, read> bias: array<{{ dtype }}>;
-@group(0) @binding(4) var<storage, read> res: array<{{ dtype }}>;
-@group(0) @binding(5) var<storage, read_write> y: array<{{ dtype }}>;
-{% elif bias %}
-@group(0) @binding(3) var<storage, read> bias: array<{{ dtype }}>;
-@group(0) @binding(4) var<storage, read_write> y: array<{{ dtype }}>;
-{% elif residual %}
-@group(0) @binding(3) var<storage, read> res: array<{{ dtype }}>;
-@group(0) @binding(4) var<storage, read_write> y: array<{{ dtype }}>;
-{% else %}
-@group(0) @binding(3) var<storage, read_write> y: array<{{ dtype }}>;
+{% set nb = 3 %}
+{% if bias %}
+@group(0) @binding({{ nb }}) var<storage, read> bias: array<{{ dtype }}>;
+{% set nb = nb + 1 %}
 {% endif %}
+{% if residual %}
+@group(0) @binding({{ nb }}) var<storage, read> res: array<{{ dtype }}>;
+{% set nb = nb + 1 %}
+{% endif %}
+{% if ln %}
+@group(0) @binding({{ nb }}) var<storage, read> ln_w: array<{{ dtype }}>;
+@group(0) @binding({{ nb + 1 }}) var<storage, read> ln_b: array<{{ dtype }}>;
+{% set nb = nb + 2 %}
+{% endif %}
+@group(0) @binding({{ nb }}) var<storage, read_write> y: array<{{ dtype }}>;
 
 {{ activations }}
 fn activation(v: f32) -> f32 {
@@ -247,12 +253,85 @@ const TY = {{ ty }}u;
 const WG = {{ wg }}u;
 var<workgroup> As: array<vec4<f32>, {{ bm * (bk // 4 + 1) }}>;
 var<workgroup> Bs: array<vec4<f32>, {{ bn * (bk // 4 + 1) }}>;
+{% if ln %}
+{% set tpr = wg // bm %}
+const TPR = {{ tpr }}u;
+var<workgroup> ln_mean: array<f32, {{ bm }}>;
+var<workgroup> ln_rstd: array<f32, {{ bm }}>;
+var<workgroup> ln_red: array<f32, {{ wg }}>;
+
+// The sum over k of f(a[row, k]) for this thread's share of the row (TPR threads per row).
+fn ln_part(a_base: u32, row: u32, lane: u32, mean: f32, square: bool) -> f32 {
+  var s = 0.0;
+  if (row >= p.m) {
+    return 0.0;
+  }
+  for (var k = lane * 4u; k < p.k; k += TPR * 4u) {
+    let v = load_a(a_base, row, k);
+    var d = v - vec4<f32>(mean);
+    let n = min(p.k - k, 4u);
+    if (n < 4u) {
+      d = select(vec4<f32>(0.0), d, vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n));
+    }
+    s += select(d.x + d.y + d.z + d.w, dot(d, d), square);
+  }
+  return s;
+}
+
+// Sums ln_red over each row's TPR lanes.
+fn ln_row_sum(r: u32) -> f32 {
+  var s = 0.0;
+  for (var j = 0u; j < TPR; j++) {
+    s += ln_red[r * TPR + j];
+  }
+  return s;
+}
+
+// Mean and 1/std of rows m0 … m0 + BM − 1 of a (two passes over the row: mean, then Σ(x − mean)²).
+fn ln_stats(a_base: u32, m0: u32, t: u32) {
+  let r = t / TPR;
+  let lane = t % TPR;
+  ln_red[t] = ln_part(a_base, m0 + r, lane, 0.0, false);
+  workgroupBarrier();
+  if (lane == 0u) {
+    ln_mean[r] = ln_row_sum(r) / f32(p.k);
+  }
+  workgroupBarrier();
+  ln_red[t] = ln_part(a_base, m0 + r, lane, ln_mean[r], true);
+  workgroupBarrier();
+  if (lane == 0u) {
+    ln_rstd[r] = inverseSqrt(ln_row_sum(r) / f32(p.k) + p.ln_eps);
+  }
+  workgroupBarrier();
+}
+
+// a[row, k..k+3] through the LayerNorm (zeros past the edges).
+fn load_a_ln(a_base: u32, m0: u32, row: u32, k: u32) -> vec4<f32> {
+  if (row >= p.m) {
+    return vec4<f32>(0.0);
+  }
+  let v = load_a(a_base, row, k);
+  var o = vec4<f32>(0.0);
+  let mean = ln_mean[row - m0];
+  let rstd = ln_rstd[row - m0];
+{% for c in range(4) %}
+  if (k + {{ c }}u < p.k) {
+    o[{{ c }}] = (v[{{ c }}] - mean) * rstd * f32(ln_w[k + {{ c }}u]) + f32(ln_b[k + {{ c }}u]);
+  }
+{% endfor %}
+  return o;
+}
+{% endif %}
 
 {#- Staging: A quad q = t + s·WG is row q / KQ, k-quad q % KQ. With trans_b, B likewise; else B
     quad q is column q % BN, k-quad q / BN, so consecutive invocations read consecutive columns. #}
 {% macro stage(k, decl) %}
 {% for s in range(pa) %}
+{% if ln %}
+  {{ decl }}ra{{ s }} = load_a_ln(a_base, m0, m0 + (t + {{ s }}u * WG) / KQ, {{ k }}((t + {{ s }}u * WG) % KQ) * 4u);
+{% else %}
   {{ decl }}ra{{ s }} = load_a(a_base, m0 + (t + {{ s }}u * WG) / KQ, {{ k }}((t + {{ s }}u * WG) % KQ) * 4u);
+{% endif %}
 {% endfor %}
 {% for s in range(pb) %}
 {% if trans_b and geglu %}
@@ -285,6 +364,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var c{{ i }}_{{ j }} = 0.0;
 {% endfor %}
 {% endfor %}
+{% if ln %}
+  ln_stats(a_base, m0, t);
+{% endif %}
 {{ stage("", "var ") }}
   for (var k0 = 0u; k0 < p.k; k0 += BK) {
 {% for s in range(pa) %}

@@ -6,7 +6,7 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { conv2d, type Conv2dOptions } from "../ops/conv2d.ts";
-import { type GemmActivation, linear } from "../ops/gemm.ts";
+import { type GemmActivation, linear, type LinearOptions } from "../ops/gemm.ts";
 import { groupNorm, layerNorm } from "../ops/norm.ts";
 import type { ParamScope } from "./params.ts";
 
@@ -52,6 +52,7 @@ export class Linear {
       residual?: Tensor;
       geglu?: boolean;
       nchw?: { height: number; width: number };
+      layerNorm?: LinearOptions["layerNorm"];
     } = {},
   ): Tensor {
     return linear(x, this.weight, {
@@ -60,6 +61,7 @@ export class Linear {
       residual: options.residual,
       geglu: options.geglu,
       nchw: options.nchw,
+      layerNorm: options.layerNorm,
     });
   }
 }

@@ -37,6 +37,8 @@ export interface UNetFusions {
   geglu: boolean;
   /** The up blocks' skip concatenation read by norm1 and the shortcut conv, never made. */
   concat: boolean;
+  /** The transformer block's LayerNorms in the prologue of the GEMMs that read them. */
+  ln: boolean;
 }
 
 /** Every fusion of {@link UNetFusions}, in the order they were made. */
@@ -46,6 +48,7 @@ export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = [
   "tokens",
   "geglu",
   "concat",
+  "ln",
 ];
 
 /** What every block of one U-Net call reads besides its input. */
@@ -157,12 +160,21 @@ export class Attention {
       residual?: Tensor;
       probs?: (name: string, probs: Tensor) => void;
       fused?: boolean;
+      norm?: LayerNorm;
     } = {},
   ): Tensor {
     const joined = options.fused ?? true;
     return chain(
       x,
-      (t) => x.rt.scope(() => this.#attend(t, options.context ?? t, options.probs, joined)), // [B, L, C]
+      (t) =>
+        x.rt.scope(() =>
+          this.#attend(t, {
+            context: options.context,
+            hook: options.probs,
+            joined,
+            norm: options.norm,
+          })
+        ), // [B, L, C]
       (t) => this.to_out[0].forward(t, { residual: options.residual }), // [B, L, C]
     );
   }
@@ -170,20 +182,31 @@ export class Attention {
   /** Multi-head attention of the projections of `x` `[B, L, C]` over `src` `[B, Lk, Cctx]`. */
   #attend(
     x: Tensor,
-    src: Tensor,
-    hook: ((name: string, probs: Tensor) => void) | undefined,
-    joined: boolean,
+    o: {
+      context?: Tensor;
+      hook?: (name: string, probs: Tensor) => void;
+      joined: boolean;
+      norm?: LayerNorm;
+    },
   ): Tensor {
+    const src = o.context ?? x;
+    const hook = o.hook;
     const probs = hook
       ? x.rt.empty([x.shape[0], x.shape[1], src.shape[1]], "f32") // [B, L, Lk]
       : undefined;
     const c = this.to_q.outFeatures;
     const headDim = c / this.heads;
-    const w = joined ? this.#joined : undefined;
-    const o = !w
-      ? attention(this.to_q.forward(x), {
-        k: this.to_k.forward(src), // [B, Lk, C]
-        v: this.to_v.forward(src), // [B, Lk, C]
+    const w = o.joined ? this.#joined : undefined;
+    // projections of x see norm(x) (the LayerNorm in the GEMM's prologue); the context does not
+    const ln = o.norm
+      ? { layerNorm: { weight: o.norm.weight, bias: o.norm.bias, eps: o.norm.eps } }
+      : {};
+    const ofSrc = o.context ? {} : ln;
+    const q = () => this.to_q.forward(x, ln); // [B, L, C]
+    const out = !w
+      ? attention(q(), {
+        k: this.to_k.forward(src, ofSrc), // [B, Lk, C]
+        v: this.to_v.forward(src, ofSrc), // [B, Lk, C]
         heads: this.heads,
         probs,
       })
@@ -191,7 +214,7 @@ export class Attention {
       ? chain(
         () => linear(src, w), // [B, Lk, 2C]: k, v
         (kv) =>
-          attention(this.to_q.forward(x), {
+          attention(q(), {
             k: kv,
             v: kv,
             vOffset: c,
@@ -201,7 +224,7 @@ export class Attention {
           }),
       )
       : chain(
-        () => linear(x, w), // [B, L, 3C]: q, k, v
+        () => linear(x, w, ln), // [B, L, 3C]: q, k, v
         (qkv) =>
           attention(qkv, {
             k: qkv,
@@ -214,7 +237,7 @@ export class Attention {
           }),
       ); // [B, L, C]
     if (probs) hook!(this.name, x.rt.keep(probs)); // handed over: the hook owns it
-    return o;
+    return out;
   }
 }
 
@@ -243,12 +266,20 @@ export class FeedForward {
     };
   }
 
-  /** The feed-forward of `x`, plus `residual`; `fused` runs GEGLU in the projection's epilogue. */
-  forward(x: Tensor, options: { residual?: Tensor; fused?: boolean } = {}): Tensor {
+  /**
+   * The feed-forward of `x` (of `norm(x)` when a LayerNorm is given: it runs in the first GEMM's
+   * prologue), plus `residual`; `fused` runs GEGLU in the projection's epilogue.
+   */
+  forward(
+    x: Tensor,
+    options: { residual?: Tensor; fused?: boolean; norm?: LayerNorm } = {},
+  ): Tensor {
+    const n = options.norm;
+    const ln = n ? { layerNorm: { weight: n.weight, bias: n.bias, eps: n.eps } } : {};
     const gate = options.fused ?? true
-      ? [(t: Tensor) => this.net[0].proj.forward(t, { geglu: true })] // [B, L, inner]
+      ? [(t: Tensor) => this.net[0].proj.forward(t, { geglu: true, ...ln })] // [B, L, inner]
       : [
-        (t: Tensor) => this.net[0].proj.forward(t), // [B, L, 2·inner]
+        (t: Tensor) => this.net[0].proj.forward(t, ln), // [B, L, 2·inner]
         (t: Tensor) => geglu(t), // [B, L, inner]
       ];
     return chain(
@@ -307,22 +338,27 @@ export class BasicTransformerBlock {
       // 1. self-attention
       (t) =>
         rt.scope(() =>
-          this.attn1.forward(this.norm1.forward(t), { residual: t, fused: ctx.fusions.qkv })
+          ctx.fusions.ln
+            ? this.attn1.forward(t, { residual: t, fused: ctx.fusions.qkv, norm: this.norm1 })
+            : this.attn1.forward(this.norm1.forward(t), { residual: t, fused: ctx.fusions.qkv })
         ), // [B, L, C]
       // 2. cross-attention on the text
       (t) =>
         rt.scope(() =>
-          this.attn2.forward(this.norm2.forward(t), {
+          this.attn2.forward(ctx.fusions.ln ? t : this.norm2.forward(t), {
             context,
             residual: t,
             probs: ctx.attentionProbs,
             fused: ctx.fusions.qkv,
+            norm: ctx.fusions.ln ? this.norm2 : undefined,
           })
         ), // [B, L, C]
       // 3. feed-forward
       (t) =>
         rt.scope(() =>
-          this.ff.forward(this.norm3.forward(t), { residual: t, fused: ctx.fusions.geglu })
+          ctx.fusions.ln
+            ? this.ff.forward(t, { residual: t, fused: ctx.fusions.geglu, norm: this.norm3 })
+            : this.ff.forward(this.norm3.forward(t), { residual: t, fused: ctx.fusions.geglu })
         ), // [B, L, C]
     );
   }

@@ -59,6 +59,8 @@ export interface GemmParams {
   nchw: boolean;
   /** GEGLU epilogue: b holds [h; gate] rows, y = h · gelu(gate) (tiled only). */
   geglu: boolean;
+  /** LayerNorm prologue on a's rows (tiled only). */
+  ln: boolean;
   /** a (and b when trans_b) are read as vec4 (K % 4 == 0). */
   vec: boolean;
   /** Tile rows / columns / depth. */
@@ -105,6 +107,12 @@ export interface LinearOptions {
    * y = (x·Wₕᵀ + bₕ) · gelu(x·W_gᵀ + b_g), `[..., N]`: the projection and the gate in one GEMM.
    */
   geglu?: boolean;
+  /**
+   * Normalise x's rows with LayerNorm first: `weight` and `bias` `[K]`, `eps` (diffusers'
+   * `norm → linear` pairs). The normalised rows are never stored: each workgroup computes its
+   * rows' statistics and normalises as it loads them.
+   */
+  layerNorm?: { weight: Tensor; bias: Tensor; eps: number };
   /** Write into this tensor (y's shape and dtype; must not be an input). */
   out?: Tensor;
   /** Kernel version (default `auto`). */
@@ -139,6 +147,7 @@ interface Problem {
   /** Tokens per image when writing NCHW. */
   nchwL?: number;
   geglu?: boolean;
+  layerNorm?: { weight: Tensor; bias: Tensor; eps: number };
 }
 
 /** Output work groups under which a 128×64 tile leaves a large GPU idle (≈ 2 per SM on an H100). */
@@ -186,6 +195,7 @@ export function gemmPlan(
     residual?: boolean;
     nchw?: boolean;
     geglu?: boolean;
+    ln?: boolean;
   } = {},
 ): { params: GemmParams; grid: [number, number, number] } {
   const { m, n, k, batch, transB } = shape;
@@ -194,6 +204,9 @@ export function gemmPlan(
     throw new Error(
       `denoise: the GEGLU epilogue needs a tiled gemm variant and b as [2·N, K], got "${variant}"`,
     );
+  }
+  if ((epilogue.ln ?? false) && (variant === "naive" || variant === "skinny")) {
+    throw new Error(`denoise: the LayerNorm prologue needs a tiled gemm variant, got "${variant}"`);
   }
   if ((epilogue.nchw ?? false) && variant === "skinny") {
     throw new Error(`denoise: the NCHW store needs the tiled or naive gemm variant`);
@@ -206,6 +219,7 @@ export function gemmPlan(
     residual: epilogue.residual ?? false,
     nchw: epilogue.nchw ?? false,
     geglu,
+    ln: epilogue.ln ?? false,
     bm: 0,
     bn: 0,
     bk: 0,
@@ -269,7 +283,9 @@ function record(
   const shape = { m: pr.m, n: pr.n, k: pr.k, batch: pr.batch, transB: pr.transB };
   let v = variant === "auto" ? chooseGemmVariant(shape) : variant;
   // the fused GEGLU and NCHW stores have no skinny form: a few rows go through the small tile
-  if (variant === "auto" && v === "skinny" && (pr.geglu || pr.nchwL)) v = "tiled_vec";
+  if (variant === "auto" && v === "skinny" && (pr.geglu || pr.nchwL || pr.layerNorm)) {
+    v = "tiled_vec";
+  }
   if (!GEMM_VARIANTS.includes(v)) {
     throw new Error(`denoise: unknown gemm variant "${v}"; use one of auto, ${GEMM_VARIANTS}`);
   }
@@ -279,6 +295,7 @@ function record(
     residual: pr.residual !== undefined,
     nchw: pr.nchwL !== undefined,
     geglu: pr.geglu,
+    ln: pr.layerNorm !== undefined,
   });
   const maxGrid = y.rt.gpu.limits.maxComputeWorkgroupsPerDimension;
   if (grid.some((g) => g > maxGrid)) {
@@ -292,9 +309,11 @@ function record(
   u.set([pr.m, pr.n, pr.k, pr.batch, pr.aStride, pr.bStride, pr.m * pr.n]);
   new Float32Array(buf)[7] = pr.alpha;
   u[8] = pr.nchwL ?? 1;
+  new Float32Array(buf)[9] = pr.layerNorm?.eps ?? 0;
   const bindings = [a, b];
   if (pr.bias) bindings.push(pr.bias);
   if (pr.residual) bindings.push(pr.residual);
+  if (pr.layerNorm) bindings.push(pr.layerNorm.weight, pr.layerNorm.bias);
   bindings.push(y);
   y.rt.dispatch({ key: { kernel: "gemm", params }, bindings, uniforms: u, grid, label });
 }
@@ -375,7 +394,21 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
     }
     yShape = [x.shape[0], n, height, width];
   }
-  checkDType("linear", x, [["weight", weight], ["bias", bias], ["residual", residual]]);
+  const ln = options.layerNorm;
+  checkDType("linear", x, [
+    ["weight", weight],
+    ["bias", bias],
+    ["residual", residual],
+    ["layerNorm weight", ln?.weight],
+    ["layerNorm bias", ln?.bias],
+  ]);
+  for (const t of [ln?.weight, ln?.bias]) {
+    if (t && (t.shape.length !== 1 || t.shape[0] !== k)) {
+      throw new Error(
+        `denoise: linear: the layerNorm weight and bias must be [${k}], got [${t.shape}]`,
+      );
+    }
+  }
   if (bias && (bias.shape.length !== 1 || bias.shape[0] !== rows)) {
     throw new Error(`denoise: linear: bias is [${bias.shape}], needs [${rows}] (out_features)`);
   }
@@ -403,8 +436,10 @@ export function linear(x: Tensor, weight: Tensor, options: LinearOptions = {}): 
     residual,
     nchwL: nchw ? nchw.height * nchw.width : undefined,
     geglu,
+    layerNorm: ln,
   };
-  const label = () => `linear${geglu ? "+geglu" : ""}${nchw ? "→nchw" : ""} [${yShape}]`;
+  const label = () =>
+    `${ln ? "layerNorm→" : ""}linear${geglu ? "+geglu" : ""}${nchw ? "→nchw" : ""} [${yShape}]`;
   record(y, x, weight, problem, options.variant ?? "auto", label);
   return y;
 }

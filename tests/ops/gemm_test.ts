@@ -11,6 +11,7 @@ import {
 import { gegluRef } from "../../src/reference/geglu.ts";
 import { linearRef, matmulRef } from "../../src/reference/gemm.ts";
 import { transposeRef } from "../../src/reference/layout.ts";
+import { layerNormRef } from "../../src/reference/norm.ts";
 import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
 
@@ -228,6 +229,60 @@ Deno.test({
     assert.throws(
       () => linear(x.reshape([1, 4, 8]), rt.empty([6, 8]), { nchw: { height: 3, width: 1 } }),
       /nchw needs x as tokens \[B, 3·1, K\]/,
+    );
+  },
+});
+
+Deno.test({
+  name: "linear: the LayerNorm prologue matches float64 layerNorm → linear on odd shapes",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime(["gemm"]);
+    const cases: [number, number, number, boolean][] = [
+      [1, 5, 3, false],
+      [7, 66, 64, true],
+      [130, 33, 68, false],
+      [65, 6, 257, true],
+    ];
+    for (const dtype of testDTypes(rt)) {
+      for (const [i, [m, n, k, geglu]] of cases.entries()) {
+        // a mean far from zero (+5) checks the two-pass variance
+        const x = asDType(randomArray(m * k, 200 + i, -2, 2).map((v) => v + 5), dtype);
+        const g = asDType(randomArray(k, 210 + i, 0.5, 1.5), dtype);
+        const be = asDType(randomArray(k, 220 + i, -0.5, 0.5), dtype);
+        const w = asDType(randomArray(n * k, 230 + i), dtype);
+        const b = asDType(randomArray(n, 240 + i), dtype);
+        const normed = layerNormRef(x, g, be, { eps: 1e-5 });
+        const lin = linearRef(normed, w, { m, n, k, bias: b });
+        const ref = geglu ? gegluRef(lin, n / 2) : lin;
+        using tx = rt.upload(x, [m, k], { dtype });
+        using tg = rt.upload(g, [k], { dtype });
+        using tbe = rt.upload(be, [k], { dtype });
+        using tw = rt.upload(w, [n, k], { dtype });
+        using tb = rt.upload(b, [n], { dtype });
+        for (const variant of ["auto", "tiled", "tiled_vec", "tiled_128"] as const) {
+          using y = linear(tx, tw, {
+            bias: tb,
+            geglu,
+            layerNorm: { weight: tg, bias: tbe, eps: 1e-5 },
+            variant,
+          });
+          assert.deepEqual(y.shape, [m, geglu ? n / 2 : n]);
+          assertClose(await y.read(), ref, {
+            ...(dtype === "f32" ? { atol: 5e-6 * Math.sqrt(k), rtol: 2e-5 } : tol(dtype, k)),
+            label: `layerNorm→linear ${variant} ${dtype} M=${m} N=${n} K=${k}${
+              geglu ? " geglu" : ""
+            }`,
+          });
+        }
+      }
+    }
+    using x = rt.empty([4, 8]);
+    using w = rt.empty([6, 8]);
+    using ln = rt.empty([7]);
+    assert.throws(
+      () => linear(x, w, { layerNorm: { weight: ln, bias: ln, eps: 1e-5 } }),
+      /layerNorm weight and bias must be \[8\]/,
     );
   },
 });
