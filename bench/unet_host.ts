@@ -69,6 +69,11 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "the transformer block's LayerNorms in the prologue of the GEMMs that read them",
     set: (_rt, unet, on) => unet.fusions.ln = on,
   },
+  {
+    name: "reduce",
+    description: "norm2 reads conv1's split-K partial sums in place of the reduce pass",
+    set: (_rt, unet, on) => unet.fusions.reduce = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

@@ -18,7 +18,12 @@ const source: string = `{#- Normalisation: GroupNorm (NCHW) and LayerNorm (last 
       skip:   the input is torch.cat([x, xs], 1): channels < p.cx come from x [B, cx, S], the rest
               from xs [B, C − cx, S] (binding xs follows x); a group may straddle the two.
       tokens: y is written in token layout [B, S, C] (the permute a transformer's proj_in needs).
-    Params: mode, dtype (x, y), wdtype (w, b), vec, silu, skip, tokens, wg. -#}
+      conv:   the input is a split-K conv's f32 partial sums (binding x is part[split][NCHW index],
+              p.conv_splits of them, p.conv_stride items apart) plus its epilogue: [cbias[c]],
+              [temb[b, p.temb_col + c] (rows p.temb_stride long)], [temb_bias[c]] — bindings
+              after x — so the conv's reduce pass and the norm are one dispatch.
+    Params: mode, dtype (x, y), wdtype (w, b), vec, silu, skip, tokens, conv, cbias, temb,
+      temb_bias, wg. -#}
 {% if enable_f16 %}enable f16;
 {% endif %}
 {% if vec %}{% set V = "vec4<" + dtype + ">" %}{% set F = "vec4<f32>" %}{% else %}{% set V = dtype %}{% set F = "f32" %}{% endif %}
@@ -32,15 +37,35 @@ struct Params {
   chunk: u32,   // items per workgroup (stats: per split; apply: per block)
   eps: f32,
   cx: u32,      // skip: channels of x (the rest come from xs)
+  conv_splits: u32,
+  conv_stride: u32,  // items between two partials
+  temb_stride: u32,
+  temb_col: u32,
   _p0: u32,
   _p1: u32,
   _p2: u32,
 };
 
 {% set Y = dtype if tokens else V %}
-{% set o = 1 if skip else 0 %}
+{% set o = (1 if skip else 0) + (1 if cbias else 0) + (1 if temb else 0) + (1 if temb_bias else 0) %}
 @group(0) @binding(0) var<uniform> p: Params;
+{% if conv %}
+@group(0) @binding(1) var<storage, read> x: array<{{ F }}>;
+{% set cb = 2 %}
+{% if cbias %}
+@group(0) @binding({{ cb }}) var<storage, read> cbias: array<{{ dtype }}>;
+{% set cb = cb + 1 %}
+{% endif %}
+{% if temb %}
+@group(0) @binding({{ cb }}) var<storage, read> temb: array<{{ dtype }}>;
+{% set cb = cb + 1 %}
+{% endif %}
+{% if temb_bias %}
+@group(0) @binding({{ cb }}) var<storage, read> temb_bias: array<{{ dtype }}>;
+{% endif %}
+{% else %}
 @group(0) @binding(1) var<storage, read> x: array<{{ V }}>;
+{% endif %}
 {% if skip %}
 @group(0) @binding(2) var<storage, read> xs: array<{{ V }}>;
 {% endif %}
@@ -59,7 +84,24 @@ struct Params {
 
 // Item i of row \`row\` (a GroupNorm group of one sample, or a LayerNorm row).
 fn item(row: u32, i: u32) -> {{ F }} {
-{% if skip %}
+{% if conv %}
+  let e = row * p.n + i;
+  var v = {{ F }}(0.0);
+  for (var s = 0u; s < p.conv_splits; s++) {
+    v += x[s * p.conv_stride + e];
+  }
+  let c = (row % p.groups) * p.cpg + i / p.inner;
+{% if cbias %}
+  v += {{ F }}(f32(cbias[c]));
+{% endif %}
+{% if temb %}
+  v += {{ F }}(f32(temb[(row / p.groups) * p.temb_stride + p.temb_col + c]));
+{% endif %}
+{% if temb_bias %}
+  v += {{ F }}(f32(temb_bias[c]));
+{% endif %}
+  return {{ F }}({{ V }}(v)); // the conv's output is stored in dtype: round as it would be
+{% elif skip %}
   let c = (row % p.groups) * p.cpg + i / p.inner;
   let s = i % p.inner;
   let bi = row / p.groups;

@@ -113,6 +113,7 @@ export class Conv2d {
       activation?: Activation;
       residual?: Tensor;
       temb?: Conv2dOptions["temb"];
+      groupNorm?: Conv2dOptions["groupNorm"];
     } = {},
   ): Tensor {
     return conv2d(x, this.weight, {
@@ -124,6 +125,7 @@ export class Conv2d {
       activation: options.activation === "none" ? undefined : options.activation,
       residual: options.residual,
       temb: options.temb,
+      groupNorm: options.groupNorm,
     });
   }
 }

@@ -80,11 +80,19 @@ export class ResnetBlock2D {
    * `time_emb_proj` weight `[B, Σ Cout]`: conv1 then adds this block's columns and bias in its
    * epilogue instead of running the projection and an add. With `catless` (and a skip and a
    * shortcut conv), norm1 and the shortcut read `x` and `skip` as the concatenation, which is never
-   * made. Borrows its inputs and returns a new tensor (the rule in `src/gpu/scope.ts`).
+   * made. With `norm2InConv` (and the time embedding in conv1's epilogue, or none), conv1 hands
+   * its output straight to norm2, which reads conv1's split-K partial sums when it splits (no
+   * reduce pass). Borrows its inputs and returns a new tensor (the rule in `src/gpu/scope.ts`).
    */
   forward(
     x: Tensor,
-    options: { temb?: Tensor; tembAll?: Tensor; skip?: Tensor; catless?: boolean } = {},
+    options: {
+      temb?: Tensor;
+      tembAll?: Tensor;
+      skip?: Tensor;
+      catless?: boolean;
+      norm2InConv?: boolean;
+    } = {},
   ): Tensor {
     const { temb, skip } = options;
     const shift = this.time_emb_proj && options.tembAll && this.tembColumn !== undefined
@@ -99,13 +107,28 @@ export class ResnetBlock2D {
       const input = skip && !catless ? concatChannels(x, skip) : x; // [B, Cin, H, W]
       const cat = catless ? skip : undefined;
       // 2. silu(norm2(conv1(silu(norm1(input))) + time_emb_proj(temb)))
-      const h = chain(
-        input,
-        (t) => this.norm1.forward(t, { silu: true, skip: cat }), // [B, Cin, H, W]
-        (t) => this.conv1.forward(t, { temb: shift }), // [B, Cout, H, W]
-        (t) => shift ? t : this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
-        (t) => this.norm2.forward(t, { silu: true }), // [B, Cout, H, W]
-      );
+      const n2 = this.norm2;
+      const joint = options.norm2InConv && (shift !== undefined || !this.time_emb_proj);
+      const groupNorm = {
+        weight: n2.weight,
+        bias: n2.bias,
+        groups: n2.groups,
+        eps: n2.eps,
+        silu: true,
+      };
+      const h = joint
+        ? chain(
+          input,
+          (t) => this.norm1.forward(t, { silu: true, skip: cat }), // [B, Cin, H, W]
+          (t) => this.conv1.forward(t, { temb: shift, groupNorm }), // [B, Cout, H, W]
+        )
+        : chain(
+          input,
+          (t) => this.norm1.forward(t, { silu: true, skip: cat }), // [B, Cin, H, W]
+          (t) => this.conv1.forward(t, { temb: shift }), // [B, Cout, H, W]
+          (t) => shift ? t : this.#addTimeEmbedding(t, temb), // [B, Cout, H, W]
+          (t) => n2.forward(t, { silu: true }), // [B, Cout, H, W]
+        );
       // 3. conv2 plus the shortcut
       const shortcut = this.conv_shortcut?.forward(input, { skip: cat }) ?? input; // [B, Cout, H, W]
       return this.conv2.forward(h, { residual: shortcut }); // [B, Cout, H, W]

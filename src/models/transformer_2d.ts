@@ -39,6 +39,11 @@ export interface UNetFusions {
   concat: boolean;
   /** The transformer block's LayerNorms in the prologue of the GEMMs that read them. */
   ln: boolean;
+  /**
+   * A resnet's norm2 reads conv1's split-K partial sums (and its epilogue) in place of the
+   * conv's reduce pass.
+   */
+  reduce: boolean;
 }
 
 /** Every fusion of {@link UNetFusions}, in the order they were made. */
@@ -49,6 +54,7 @@ export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = [
   "geglu",
   "concat",
   "ln",
+  "reduce",
 ];
 
 /** What every block of one U-Net call reads besides its input. */

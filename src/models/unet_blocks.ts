@@ -15,6 +15,16 @@ import { ResnetBlock2D } from "./resnet.ts";
 import type { ParamScope } from "./params.ts";
 import { Transformer2DModel, type UNetContext } from "./transformer_2d.ts";
 
+/** What a resnet of this call reads from the context: the time embedding and the fusions. */
+function resnetOptions(ctx: UNetContext) {
+  return {
+    temb: ctx.tembAct,
+    tembAll: ctx.tembAll,
+    catless: ctx.fusions.concat,
+    norm2InConv: ctx.fusions.reduce,
+  };
+}
+
 /** Settings shared by the down, mid and up blocks. */
 export interface BlockConfig {
   /** Resnets in the block. */
@@ -106,7 +116,7 @@ export class DownBlock {
       const attn = this.attentions?.[j];
       h = chain(
         h,
-        (t) => resnet.forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
+        (t) => resnet.forward(t, resnetOptions(ctx)), // [B, C, H, W]
         (t) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
       );
       outs.push(h);
@@ -153,9 +163,9 @@ export class MidBlock {
   forward(x: Tensor, ctx: UNetContext): Tensor {
     return chain(
       x,
-      (t) => this.resnets[0].forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
+      (t) => this.resnets[0].forward(t, resnetOptions(ctx)), // [B, C, H, W]
       (t) => this.attentions[0].forward(t, ctx), // [B, C, H, W]
-      (t) => this.resnets[1].forward(t, { temb: ctx.tembAct, tembAll: ctx.tembAll }), // [B, C, H, W]
+      (t) => this.resnets[1].forward(t, resnetOptions(ctx)), // [B, C, H, W]
     );
   }
 }
@@ -226,12 +236,7 @@ export class UpBlock {
         return [
           (t: Tensor) => {
             using skip = takeSkip(skips);
-            return resnet.forward(t, {
-              temb: ctx.tembAct,
-              tembAll: ctx.tembAll,
-              skip,
-              catless: ctx.fusions.concat,
-            }); // [B, C, H, W]
+            return resnet.forward(t, { ...resnetOptions(ctx), skip }); // [B, C, H, W]
           },
           (t: Tensor) => attn?.forward(t, ctx) ?? t, // [B, C, H, W]
         ];

@@ -20,6 +20,7 @@
 import type { DType } from "../gpu/device.ts";
 import { grid1d } from "../gpu/runtime.ts";
 import type { Tensor } from "../gpu/tensor.ts";
+import { groupNorm, groupNormOfConvParts } from "./norm.ts";
 
 /** Epilogue activations of {@link conv2d} (the elementwise unary ops of the same names). */
 export type ConvActivation = "none" | "relu" | "silu" | "gelu" | "gelu_tanh" | "quick_gelu";
@@ -102,6 +103,12 @@ export interface Conv2dOptions {
    * `time_emb_proj(temb)` computed for many layers at once.
    */
   temb?: { values: Tensor; column?: number; bias?: Tensor };
+  /**
+   * Then GroupNorm (+ SiLU) of the result, which is all that is returned (the raw conv output
+   * never exists when the conv splits K: the norm reads the partial sums in place of the reduce
+   * pass). Not with `out`, `residual` or an activation.
+   */
+  groupNorm?: { weight: Tensor; bias: Tensor; groups: number; eps: number; silu?: boolean };
   /** Write here instead of a new tensor (output shape and dtype). */
   out?: Tensor;
   /** Kernel version (default "igemm"). */
@@ -336,11 +343,24 @@ export function conv2dShape(x: Tensor, weight: Tensor, options: Conv2dOptions = 
  */
 export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): Tensor {
   const [b, cout, ho, wo] = conv2dShape(x, weight, options);
+  const gn = options.groupNorm;
+  if (gn && (options.out || options.residual || (options.activation ?? "none") !== "none")) {
+    fail(`groupNorm cannot follow a conv with out, residual or an activation`);
+  }
   const rt = x.rt;
   const [, cx, hs, ws] = x.shape;
   const [, cin, kh, kw] = weight.shape;
   const [hu, wu] = upsampledSize(hs, ws, options.upsample);
-  const out = options.out ?? rt.empty([b, cout, ho, wo], x.dtype);
+  const outShape = [b, cout, ho, wo];
+  const outSize = b * cout * ho * wo;
+  let made: Tensor | undefined;
+  const output = () => made ??= options.out ?? rt.empty(outShape, x.dtype);
+  const normed = (y: Tensor): Tensor => {
+    if (!gn) return y;
+    const z = groupNorm(y, gn.weight, gn.bias, { groups: gn.groups, eps: gn.eps, silu: gn.silu });
+    y.dispose();
+    return z;
+  };
   const m = cout, n = b * ho * wo, k = cin * kh * kw;
   const base: Conv2dParams = {
     variant: "naive",
@@ -365,7 +385,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   };
   const u = new Uint32Array(24);
   u.set([b, cx, cin - cx, cout, hs, ws, hu, wu, ho, wo]);
-  u.set([options.stride ?? 1, options.padding ?? Math.floor(kh / 2), k, n, ho * wo, out.size], 10);
+  u.set([options.stride ?? 1, options.padding ?? Math.floor(kh / 2), k, n, ho * wo, outSize], 10);
   new Float32Array(u.buffer)[20] = options.softClamp ?? 1;
   if (options.temb) u.set([options.temb.values.shape[1], options.temb.column ?? 0], 21);
   const inputs = [x, ...(options.skip ? [options.skip] : []), weight];
@@ -375,18 +395,18 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     ...(options.temb ? [options.temb.values] : []),
     ...(options.temb?.bias ? [options.temb.bias] : []),
   ];
-  const label = () => `conv2d ${kh}×${kw}${options.upsample ? " up" : ""} [${out.shape}]`;
+  const label = () => `conv2d ${kh}×${kw}${options.upsample ? " up" : ""} [${outShape}]`;
   const variant = options.variant ?? "igemm";
   if (variant === "naive") {
     u.set([1, 1, 1, 1], 16);
     rt.dispatch({
       key: { kernel: "conv2d", params: { ...base, wg: WG } },
-      bindings: [...inputs, ...epilogue, out],
+      bindings: [...inputs, ...epilogue, output()],
       uniforms: u,
-      grid: grid1d(Math.ceil(out.size / WG)),
+      grid: grid1d(Math.ceil(outSize / WG)),
       label: () => `${label()} naive`,
     });
-    return out;
+    return normed(output());
   }
   const plan = planConv2d({ m, n, k });
   const tile = options.tile ?? plan.tile;
@@ -400,21 +420,21 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   const gx = Math.min(tilesN, MAX_GRID);
   const gz = splits * Math.ceil(tilesN / gx);
   if (tilesM > MAX_GRID || gz > MAX_GRID) {
-    fail(`output [${out.shape}] is too large for one dispatch; split the batch`);
+    fail(`output [${outShape}] is too large for one dispatch; split the batch`);
   }
   u.set([splits, perSplit, tilesN, gx], 16);
   const params: Conv2dParams = { ...base, ...shape, variant: "igemm", split: splits > 1 };
   if (splits === 1) {
     rt.dispatch({
       key: { kernel: "conv2d", params },
-      bindings: [...inputs, ...epilogue, out],
+      bindings: [...inputs, ...epilogue, output()],
       uniforms: u,
       grid: [gx, tilesM, gz],
       label: () => `${label()} ${tile}`,
     });
-    return out;
+    return normed(output());
   }
-  const part = rt.empty([splits, out.size], "f32");
+  const part = rt.empty([splits, outSize], "f32");
   rt.dispatch({
     key: {
       kernel: "conv2d",
@@ -432,6 +452,25 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
     grid: [gx, tilesM, gz],
     label: () => `${label()} ${tile} split ${splits}`,
   });
+  if (gn) {
+    // the norm reads the partial sums (and the conv's epilogue) in place of the reduce pass
+    const y = groupNormOfConvParts(
+      {
+        parts: part,
+        splits,
+        shape: outShape,
+        dtype: x.dtype,
+        bias: options.bias,
+        temb: options.temb,
+      },
+      gn.weight,
+      gn.bias,
+      { groups: gn.groups, eps: gn.eps, silu: gn.silu },
+    );
+    part.dispose();
+    return y;
+  }
+  const out = output();
   const reduce: Conv2dParams = {
     ...base,
     variant: "reduce",

@@ -35,6 +35,14 @@ export interface NormParams {
   skip: boolean;
   /** GroupNorm output in token layout `[B, H·W, C]`. */
   tokens: boolean;
+  /** GroupNorm of a split-K conv's f32 partial sums (summed, plus the conv's epilogue). */
+  conv: boolean;
+  /** conv: the conv's bias is bound. */
+  cbias: boolean;
+  /** conv: a per-sample channel shift (the time embedding) is bound. */
+  temb: boolean;
+  /** conv: the shift's bias is bound. */
+  temb_bias: boolean;
   /** Invocations per workgroup (a power of two). */
   wg: number;
 }
@@ -88,16 +96,40 @@ function uniforms(v: {
   chunk?: number;
   eps: number;
   cx?: number;
+  conv?: number[];
 }): Uint32Array {
-  const buf = new ArrayBuffer(48);
+  const buf = new ArrayBuffer(64);
   const u = new Uint32Array(buf);
   u.set([v.rows, v.n, v.inner ?? 1, v.cpg ?? 0, v.groups ?? 1, v.splits ?? 1, v.chunk ?? v.n]);
   new Float32Array(buf)[7] = v.eps;
   u[8] = v.cx ?? 0;
+  if (v.conv) u.set(v.conv, 9);
   return u;
 }
 
-function checkAffine(op: string, t: Tensor, name: string, n: number, x: Tensor): void {
+/** The partial sums of a split-K conv that a GroupNorm can read in place of the conv's output. */
+export interface ConvParts {
+  /** f32 partial sums `[splits, B·C·H·W]` (NCHW order within each split). */
+  parts: Tensor;
+  /** How many partial sums there are. */
+  splits: number;
+  /** The conv's output shape `[B, C, H, W]` and dtype (the sum is rounded to it). */
+  shape: readonly number[];
+  /** The conv's output dtype. */
+  dtype: DType;
+  /** The conv's bias `[C]`. */
+  bias?: Tensor;
+  /** The conv's per-sample channel shift (see `conv2d`'s `temb`). */
+  temb?: { values: Tensor; column?: number; bias?: Tensor };
+}
+
+function checkAffine(
+  op: string,
+  t: Tensor,
+  name: string,
+  n: number,
+  x: { shape: readonly number[] },
+): void {
   if (t.size !== n || t.shape.length !== 1) {
     throw new Error(
       `denoise: ${op}: ${name} has shape [${t.shape}], needs [${n}] for x [${x.shape}]`,
@@ -105,7 +137,13 @@ function checkAffine(op: string, t: Tensor, name: string, n: number, x: Tensor):
   }
 }
 
-function checkOut(op: string, out: Tensor, x: Tensor, size = x.size, skip?: Tensor): void {
+function checkOut(
+  op: string,
+  out: Tensor,
+  x: Pick<Tensor, "buffer" | "dtype">,
+  size: number,
+  skip?: Tensor,
+): void {
   const alias = out.buffer === x.buffer || (skip !== undefined && out.buffer === skip.buffer);
   if (alias || out.size !== size || out.dtype !== x.dtype) {
     throw new Error(
@@ -137,14 +175,57 @@ export function groupNorm(
   bias: Tensor,
   options: GroupNormOptions = {},
 ): Tensor {
+  return recordGroupNorm({ x, shape: x.shape, dtype: x.dtype }, weight, bias, options);
+}
+
+/**
+ * GroupNorm of a split-K conv's output read from its partial sums (`conv2d`'s `groupNorm` option
+ * uses it): the conv's reduce pass and the norm are one dispatch.
+ *
+ * @example
+ * ```ts
+ * import type { Tensor } from "../gpu/tensor.ts";
+ * import { groupNormOfConvParts } from "./norm.ts";
+ * declare const parts: Tensor, w: Tensor, b: Tensor;
+ * const y = groupNormOfConvParts(
+ *   { parts, splits: 4, shape: [2, 64, 8, 8], dtype: "f16" },
+ *   w,
+ *   b,
+ *   { groups: 32, silu: true },
+ * );
+ * ```
+ */
+export function groupNormOfConvParts(
+  src: ConvParts,
+  weight: Tensor,
+  bias: Tensor,
+  options: Omit<GroupNormOptions, "skip" | "tokens"> = {},
+): Tensor {
+  return recordGroupNorm(
+    { x: src.parts, shape: src.shape, dtype: src.dtype, conv: src },
+    weight,
+    bias,
+    options,
+  );
+}
+
+function recordGroupNorm(
+  src: { x: Tensor; shape: readonly number[]; dtype: DType; conv?: ConvParts },
+  weight: Tensor,
+  bias: Tensor,
+  options: GroupNormOptions,
+): Tensor {
+  const x = src.x;
+  const conv = src.conv;
   const groups = options.groups ?? 32;
   const eps = options.eps ?? 1e-5;
-  if (x.shape.length !== 3 && x.shape.length !== 4) {
+  if (src.shape.length !== 3 && src.shape.length !== 4) {
     throw new Error(
       `denoise: groupNorm takes x as [B, C, H, W] or [B, C, L], got [${x.shape}]; reshape it first`,
     );
   }
-  if (x.size === 0) throw new Error(`denoise: groupNorm of an empty tensor [${x.shape}]`);
+  const size = src.shape.reduce((a, b) => a * b, 1);
+  if (size === 0) throw new Error(`denoise: groupNorm of an empty tensor [${src.shape}]`);
   const skip = options.skip;
   if (
     skip && (skip.shape.length !== x.shape.length || skip.shape[0] !== x.shape[0] ||
@@ -155,7 +236,7 @@ export function groupNorm(
         `${x.dtype} along channels (same batch, size and dtype)`,
     );
   }
-  const [batch, cx] = x.shape;
+  const [batch, cx] = src.shape;
   const channels = cx + (skip?.shape[1] ?? 0);
   if (!Number.isInteger(groups) || groups < 1 || channels % groups !== 0) {
     throw new Error(
@@ -163,36 +244,53 @@ export function groupNorm(
         `pick groups dividing C`,
     );
   }
-  checkAffine("groupNorm", weight, "weight", channels, x);
-  checkAffine("groupNorm", bias, "bias", channels, x);
+  checkAffine("groupNorm", weight, "weight", channels, src);
+  checkAffine("groupNorm", bias, "bias", channels, src);
   if (weight.dtype !== bias.dtype) {
     throw new Error(`denoise: groupNorm: weight is ${weight.dtype} but bias is ${bias.dtype}`);
   }
-  const spatial = x.size / (batch * cx);
+  const spatial = size / (batch * cx);
   const outShape = options.tokens
     ? [batch, spatial, channels]
-    : [batch, channels, ...x.shape.slice(2)];
-  const out = options.out ?? x.rt.empty(outShape, x.dtype);
-  checkOut("groupNorm", out, x, batch * channels * spatial, skip);
+    : [batch, channels, ...src.shape.slice(2)];
+  const out = options.out ?? x.rt.empty(outShape, src.dtype);
+  checkOut(
+    "groupNorm",
+    out,
+    { buffer: x.buffer, dtype: src.dtype },
+    batch * channels * spatial,
+    skip,
+  );
   const cpg = channels / groups;
   const vec = spatial % 4 === 0;
   const per = vec ? 4 : 1;
   const rows = batch * groups;
   const n = (cpg * spatial) / per;
   const base = {
-    dtype: x.dtype,
+    dtype: src.dtype,
     wdtype: weight.dtype,
     vec,
     silu: options.silu ?? false,
     skip: !!skip,
     tokens: options.tokens ?? false,
+    conv: conv !== undefined,
+    cbias: conv?.bias !== undefined,
+    temb: conv?.temb !== undefined,
+    temb_bias: conv?.temb?.bias !== undefined,
     wg: WG,
   };
   const inputs = skip ? [x, skip] : [x];
+  if (conv?.bias) inputs.push(conv.bias);
+  if (conv?.temb) inputs.push(conv.temb.values);
+  if (conv?.temb?.bias) inputs.push(conv.temb.bias);
+  const convU = conv
+    ? [conv.splits, size / (vec ? 4 : 1), conv.temb?.values.shape[1] ?? 0, conv.temb?.column ?? 0]
+    : undefined;
   const variant = options.variant ?? "auto";
   const split = variant === "split" || (variant === "auto" && cpg * spatial > FUSED_MAX);
   const label = () =>
-    `groupNorm${base.silu ? "+silu" : ""}${skip ? "+cat" : ""}${base.tokens ? "→tokens" : ""} ` +
+    `${conv ? "conv→" : ""}groupNorm${base.silu ? "+silu" : ""}${skip ? "+cat" : ""}` +
+    `${base.tokens ? "→tokens" : ""} ` +
     `[${outShape}] g=${groups}`;
   const inner = spatial / per;
   if (!split) {
@@ -200,7 +298,7 @@ export function groupNorm(
     x.rt.dispatch({
       key: { kernel: "norm", params: p },
       bindings: [...inputs, weight, bias, out],
-      uniforms: uniforms({ rows, n, inner, cpg, groups, eps, cx }),
+      uniforms: uniforms({ rows, n, inner, cpg, groups, eps, cx, conv: convU }),
       grid: grid1d(rows),
       label,
     });
@@ -209,7 +307,7 @@ export function groupNorm(
   const chunk = SPLIT_CHUNK / per;
   const splits = Math.ceil(n / chunk);
   const part = x.rt.empty([rows * splits, 4], "f32");
-  const u = uniforms({ rows, n, inner, cpg, groups, splits, chunk, eps, cx });
+  const u = uniforms({ rows, n, inner, cpg, groups, splits, chunk, eps, cx, conv: convU });
   const stats: NormParams = { mode: "stats", ...base, silu: false, tokens: false };
   x.rt.dispatch({
     key: { kernel: "norm", params: stats },
@@ -261,7 +359,7 @@ export function layerNorm(
     throw new Error(`denoise: layerNorm: weight is ${weight.dtype} but bias is ${bias.dtype}`);
   }
   const out = options.out ?? x.rt.empty(x.shape, x.dtype);
-  checkOut("layerNorm", out, x);
+  checkOut("layerNorm", out, x, x.size);
   const vec = d % 4 === 0;
   const rows = x.size / d;
   const p: NormParams = {
@@ -272,6 +370,10 @@ export function layerNorm(
     silu: false,
     skip: false,
     tokens: false,
+    conv: false,
+    cbias: false,
+    temb: false,
+    temb_bias: false,
     wg: LN_WG,
   };
   x.rt.dispatch({

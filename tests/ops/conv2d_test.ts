@@ -11,6 +11,7 @@ import {
   planConv2d,
 } from "../../src/ops/conv2d.ts";
 import { conv2dRef, type Conv2dRefOptions } from "../../src/reference/conv2d.ts";
+import { groupNormRef } from "../../src/reference/norm.ts";
 import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
 
@@ -172,6 +173,71 @@ Deno.test({
     for (const dtype of testDTypes(rt)) {
       for (let i = 0; i < CASES.length; i++) await checkCase(rt, CASES[i], dtype, i);
     }
+  },
+});
+
+Deno.test({
+  name: "conv2d → GroupNorm: the norm reads split-K partial sums in place of the reduce pass",
+  ...GPU_TEST,
+  fn: async () => {
+    const rt = await testRuntime(["conv2d", "norm"]);
+    const cases = [
+      { x: [2, 9, 4, 4], cout: 12, groups: 4, splitK: 3, temb: true, silu: true }, // vec4 spatial
+      { x: [1, 17, 3, 5], cout: 8, groups: 2, splitK: 2, temb: false, silu: false }, // scalar
+      { x: [2, 5, 6, 6], cout: 6, groups: 3, splitK: 1, temb: true, silu: true }, // no split
+      { x: [2, 33, 2, 2], cout: 64, groups: 32, splitK: 5, temb: true, silu: true },
+    ];
+    let seed = 500;
+    for (const dtype of testDTypes(rt)) {
+      for (const c of cases) {
+        const [b, cx, h, w] = c.x;
+        const host = (n: number, lo = -1, hi = 1) => asDType(randomArray(n, seed++, lo, hi), dtype);
+        const xh = host(b * cx * h * w), wh = host(c.cout * cx * 9), bh = host(c.cout);
+        const th = host(b * (c.cout + 3)), tbh = host(c.cout);
+        const gw = host(c.cout, 0.5, 1.5), gb = host(c.cout, -0.5, 0.5);
+        const temb = { values: { data: th, shape: [b, c.cout + 3] }, column: 2, bias: tbh };
+        const conv = conv2dRef({ data: xh, shape: c.x }, { data: wh, shape: [c.cout, cx, 3, 3] }, {
+          bias: bh,
+          temb: c.temb ? temb : undefined,
+        });
+        // the unfused path stores the conv's output in dtype before the norm reads it
+        const stored = asDType(Float32Array.from(conv.data), dtype);
+        const ref = groupNormRef(stored, gw, gb, {
+          batch: b,
+          channels: c.cout,
+          groups: c.groups,
+          eps: 1e-5,
+          silu: c.silu,
+        });
+        using x = rt.upload(xh, c.x, { dtype });
+        using wt = rt.upload(wh, [c.cout, cx, 3, 3], { dtype });
+        using bias = rt.upload(bh, [c.cout], { dtype });
+        using tv = rt.upload(th, [b, c.cout + 3], { dtype });
+        using tb = rt.upload(tbh, [c.cout], { dtype });
+        using tgw = rt.upload(gw, [c.cout], { dtype });
+        using tgb = rt.upload(gb, [c.cout], { dtype });
+        using y = conv2d(x, wt, {
+          bias,
+          temb: c.temb ? { values: tv, column: 2, bias: tb } : undefined,
+          tile: "64x64",
+          splitK: c.splitK,
+          groupNorm: { weight: tgw, bias: tgb, groups: c.groups, eps: 1e-5, silu: c.silu },
+        });
+        assert.deepEqual(y.shape, [b, c.cout, h, w]);
+        assertClose(await y.read(), ref, {
+          ...(dtype === "f32" ? { atol: 3e-5, rtol: 1e-5 } : { atol: 2e-2, rtol: 2e-2 }),
+          label: `conv→groupNorm ${dtype} [${c.x}]→${c.cout} split ${c.splitK}`,
+        });
+      }
+    }
+    using x = rt.empty([1, 4, 3, 3]);
+    using w = rt.empty([4, 4, 3, 3]);
+    using g = rt.empty([4]);
+    const groupNormOpt = { weight: g, bias: g, groups: 2, eps: 1e-5 };
+    assert.throws(
+      () => conv2d(x, w, { groupNorm: groupNormOpt, activation: "silu" }),
+      /groupNorm cannot follow a conv with out, residual or an activation/,
+    );
   },
 });
 
