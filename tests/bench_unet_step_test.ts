@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { paramShapes, unetLayers } from "../bench/flops.ts";
 import { benchPipeline, TINY_MODEL } from "../bench/pipeline.ts";
 import { initFor, randomNormal, randomTensor, RandomWeights } from "../bench/random_weights.ts";
+import { HOST_FEATURES } from "../bench/unet_host.ts";
 import { archConfig, benchUnetStep } from "../bench/unet_step.ts";
 import { compareReports, formatReport } from "../bench/unet_step_report.ts";
 import { decodePng } from "../src/io/png.ts";
@@ -116,7 +117,8 @@ Deno.test({
     assert.ok(r.counters && r.counters.dispatches === r.host.variants[0].dispatches);
     assert.equal(r.counters.submits, 1, "one submit per step");
     assert.match(text, /host side of one call/);
-    // the host-side ladder: every variant records the same dispatches; the cache removes groups
+    // the host-side ladder: plain, then one more change each; the cache removes bind groups and
+    // the fusions remove dispatches, ending at what the timed steps record
     const h = await benchUnetStep(rt, {
       arch: "tiny",
       res: 64,
@@ -124,11 +126,15 @@ Deno.test({
       compare: "ladder",
       rounds: 2,
     });
-    assert.deepEqual(h.host.variants.map((v) => v.name), ["plain", "+uniforms", "+bindgroups"]);
+    const names = h.host.variants.map((v) => v.name);
+    assert.deepEqual(names, ["plain", ...HOST_FEATURES.map((f) => `+${f.name}`)]);
     const [plain, , cached] = h.host.variants;
-    assert.equal(plain.dispatches, r.counters.dispatches);
+    const all = h.host.variants.at(-1)!;
     assert.equal(plain.bindGroups, plain.dispatches);
     assert.ok(cached.bindGroups < plain.dispatches / 10, `${cached.bindGroups} groups per call`);
+    assert.equal(cached.dispatches, plain.dispatches, "the recorder's caches change no dispatch");
+    assert.equal(all.dispatches, r.counters.dispatches);
+    assert.ok(all.dispatches < 0.75 * plain.dispatches, `${all.dispatches} of ${plain.dispatches}`);
     assert.ok(h.host.variants.every((v) => v.recordMs.length === 2 && v.medianMs > 0));
     assert.equal(h.counters, null);
     assert.equal(h.output, null, "--steps 0 runs nothing on the GPU");
