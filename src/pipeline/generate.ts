@@ -13,6 +13,7 @@ import { decodeLatents } from "./decode.ts";
 import { encodePrompt } from "./encode.ts";
 import { GeneratedImage } from "./image.ts";
 import type { Pipeline } from "./load.ts";
+import type { LoraSpec } from "./lora.ts";
 import { sampleLatents, type SampleOptions, schedulerFor } from "./sample.ts";
 
 /** The largest seed torch's `manual_seed` takes: 2⁶⁴ − 1. */
@@ -62,6 +63,13 @@ export interface GenerateOptions {
   count?: number;
   /** CLIP skip, A1111's (1 = the last layer, the default). */
   clipSkip?: number;
+  /**
+   * LoRAs for this call, on top of the pipeline's (`applyLoras`, `loadPipeline({ loras })`) and of
+   * the prompt's `<lora:NAME:WEIGHT>` tags; merged before encoding, no reload between calls.
+   */
+  loras?: LoraSpec[];
+  /** The folder `<lora:NAME:…>` tags resolve in (default: the pipeline's `loraDir`). */
+  loraDir?: string;
   /** Decode with TAESD (a path to `taesd_decoder.safetensors`, or a loaded decoder). */
   taesd?: string | TaesdDecoder;
   /** Stops between steps; the images finished so far are returned, an unfinished one is not. */
@@ -120,6 +128,8 @@ export async function generate(
     using embeds = await encodePrompt(pipe, prompt, {
       negativePrompt: options.negativePrompt,
       clipSkip: options.clipSkip,
+      loras: options.loras,
+      loraDir: options.loraDir,
     });
     const addons = await addonInfotext(pipe, embeds);
     const images: GeneratedImage[] = [];

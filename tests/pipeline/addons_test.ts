@@ -10,6 +10,7 @@ import { RandomWeights } from "../../bench/random_weights.ts";
 import { addEmbeddings, addonInfotext } from "../../src/pipeline/addons.ts";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
+import { generate } from "../../src/pipeline/generate.ts";
 import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
 import { sampleLatents } from "../../src/pipeline/sample.ts";
 import { loadEmbedding } from "../../src/weights/textual_inversion.ts";
@@ -45,19 +46,24 @@ function tiny15(): Promise<Pipeline> {
   return pipe15;
 }
 
-/** A 1-step Euler image at 64×64 from a fixed seed: its RGBA bytes. */
+/** The settings of {@link image}, as `generate()` options: a 2-step Euler image at 64×64, seed 3. */
+const GEN = {
+  negativePrompt: "blurry",
+  steps: 2,
+  width: 64,
+  height: 64,
+  seed: 3,
+  sampler: "euler",
+} as const;
+
+/** {@link GEN}'s image through the three composable steps: its RGBA bytes. */
 async function image(pipe: Pipeline, prompt: string): Promise<Uint8Array> {
-  const embeds = await encodePrompt(pipe, prompt, { negativePrompt: "blurry" });
+  const { negativePrompt, sampler, ...sampling } = GEN;
+  const embeds = await encodePrompt(pipe, prompt, { negativePrompt });
   let last: Tensor | undefined;
-  for await (
-    const s of sampleLatents(pipe, embeds, {
-      steps: 2,
-      width: 64,
-      height: 64,
-      seed: 3,
-      scheduler: "euler",
-    })
-  ) last = s.latents;
+  for await (const s of sampleLatents(pipe, embeds, { ...sampling, scheduler: sampler })) {
+    last = s.latents;
+  }
   embeds.dispose();
   const img = await decodeLatents(pipe, last!);
   last!.dispose();
@@ -98,6 +104,21 @@ Deno.test({
     );
     assert.deepEqual(zero, base, "weight 0 is the base image");
     assert.deepEqual(again, base, "without the tag the base weights are back");
+    // generate({ loras }) is the library spelling of the same thing
+    const [plainGen0] = await generate(pipe, "a red fox", GEN);
+    assert.deepEqual(
+      plainGen0.data,
+      base,
+      "generate() = encodePrompt → sampleLatents → decodeLatents",
+    );
+    const [viaOption] = await generate(pipe, "a red fox", {
+      ...GEN,
+      loras: [{ lora: `${LORAS}/style.safetensors`, weight: 1 }],
+    });
+    assert.deepEqual(viaOption.data, full, "generate({ loras }) = the <lora:style:1> image");
+    assert.match(viaOption.parameters, /, Lora hashes: "style: [0-9a-f]{12}"$/);
+    const [plainGen] = await generate(pipe, "a red fox", GEN);
+    assert.deepEqual(plainGen.data, base, "the next generate() has the base weights");
     // the tag is not tokenized: the prompt encodes as the text without it
     const plain = await encodePrompt(pipe, "a red fox , ok");
     const tagged = await encodePrompt(pipe, "a red fox <lora:style:0>, ok");
