@@ -98,6 +98,7 @@ def export(args):
         "vae_decoder_step": dv["step"] if dv else v["step"],
         "vae_decoder_cpu_h": round((dv["cpu"] - v["cpu"]) / 3600, 2) if dv else 0.0,
         "weights": "raw" if args.raw else "EMA",
+        **({"unet_lr_decay": s["decay"]} if s.get("decay") else {}),
     })
     with open(os.path.join(tmp, "README.md"), "w") as f:
         f.write(CARD.format(px=px, lat=px // vae.scale_factor, summary=summary, merges=ck["merges"]))

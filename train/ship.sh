@@ -6,13 +6,15 @@
 # Then: run tests/pipeline/emoji_model_test.ts, update the numbers in README.md and train/README.md,
 # and commit (each commit of the weights adds ~17 MB to the history: ship only real improvements).
 #
+# Runs at nice 5: above a trainer at nice 10 (it is done in minutes), below interactive work.
+#
 # usage: bash train/ship.sh [RUN]    (default RUN: /var/tmp/denoise-train/run1)
 set -euo pipefail
 cd "$(dirname "$0")"
 run="${1:-/var/tmp/denoise-train/run1}"
 py=/usr/bin/python3
 export OMP_WAIT_POLICY=PASSIVE
-nice -n 19 "$py" export.py --run "$run" --out ../models/denoise-emoji --fixture ../tests/fixtures/denoise-emoji
-nice -n 19 "$py" eval.py score --model ../models/denoise-emoji --json results/eval.json \
+nice -n 5 "$py" export.py --run "$run" --out ../models/denoise-emoji --fixture ../tests/fixtures/denoise-emoji
+nice -n 5 "$py" eval.py score --model ../models/denoise-emoji --json results/eval.json \
   --sheet results/contact_sheet.png --history results/checkpoints.json
-nice -n 19 "$py" results.py --run "$run"
+nice -n 5 "$py" results.py --run "$run"

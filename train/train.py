@@ -8,6 +8,11 @@ Each command resumes from R/<stage>.pt when it exists, checkpoints every --every
 (atomically), appends a JSON line per log interval to R/<stage>_log.jsonl (loss, lr, samples, wall and
 CPU seconds), and writes sample sheets / reconstructions to R/samples/ at each checkpoint. Stop it
 at any time (SIGTERM checkpoints first); run the same command again to continue.
+
+    train.py unet ... --decay-steps N [--decay-start S] [--lr-end 1e-5] [--steps S+N]
+
+cools the U-Net's learning rate down (linearly, or --decay-shape cosine) for the last stretch of a
+run; the schedule is saved in the checkpoint, so a plain resume continues it.
 """
 import argparse
 import copy
@@ -66,8 +71,27 @@ def sheet(images, path, labels=None, cols=8, scale=2):
     Image.fromarray(grid).resize((cols * w * scale, rows * h * scale), Image.NEAREST).save(path)
 
 
-def lr_at(step, base, warmup):
-    return base * min(1.0, (step + 1) / warmup)
+def lr_at(step, base, warmup, decay=None):
+    """Linear warm-up to `base`; then, with `decay` ({"start", "steps", "lr_end", "shape"}), a
+    cooldown from `base` at step `start` to `lr_end` at `start + steps` (linear or cosine), held at
+    `lr_end` after it."""
+    lr = base * min(1.0, (step + 1) / warmup)
+    if decay:
+        p = min(1.0, max(0.0, (step - decay["start"]) / decay["steps"]))
+        f = 1 - p if decay["shape"] == "linear" else 0.5 * (1 + math.cos(math.pi * p))
+        lr = decay["lr_end"] + (lr - decay["lr_end"]) * f
+    return lr
+
+
+def decay_schedule(args, state):
+    """The U-Net's cooldown: the one the flags ask for (starting at --decay-start, or at the step the
+    run resumes from), else the one saved in the checkpoint's state, else none. It is stored in the
+    state, so a plain resume continues it."""
+    if args.decay_steps:
+        start = state["step"] if args.decay_start is None else args.decay_start
+        state["decay"] = {"start": start, "steps": args.decay_steps, "lr_end": args.lr_end,
+                          "shape": args.decay_shape}
+    return state.get("decay")
 
 
 class Ema:
@@ -253,6 +277,10 @@ def train_unet(args):
         opt.load_state_dict(ck["opt"])
         state = ck["state"]
         print(f"resumed U-Net at step {state['step']}", flush=True)
+    decay = decay_schedule(args, state)
+    if decay:
+        print(f"lr {args.lr:g} -> {decay['lr_end']:g} ({decay['shape']}) over steps {decay['start']}–"
+              f"{decay['start'] + decay['steps']}", flush=True)
     # latents of every image once: posterior mean and std, sampled per step
     with torch.no_grad():
         post = [vae.encode(data.images[i:i + 128]) for i in range(0, len(data.images), 128)]
@@ -298,7 +326,7 @@ def train_unet(args):
         w = torch.clamp(snr[t], max=args.min_snr) / snr[t] if args.min_snr > 0 else torch.ones_like(per)
         loss = (per * w).mean()
         for group in opt.param_groups:
-            group["lr"] = lr_at(state["step"], args.lr, args.warmup)
+            group["lr"] = lr_at(state["step"], args.lr, args.warmup, decay)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -336,6 +364,12 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--decay-steps", type=int, default=0,
+                    help="unet: cool the lr down to --lr-end over this many steps (kept in the checkpoint)")
+    ap.add_argument("--decay-start", type=int, default=None, help="unet: first step of the cooldown "
+                    "(default: the step the run resumes from)")
+    ap.add_argument("--lr-end", type=float, default=1e-5)
+    ap.add_argument("--decay-shape", choices=["linear", "cosine"], default="linear")
     ap.add_argument("--kl", type=float, default=1e-4)
     ap.add_argument("--decoder-only", action="store_true", help="vae: train the decoder on the frozen encoder")
     ap.add_argument("--drop", type=float, default=0.12, help="caption dropout (for guidance)")
