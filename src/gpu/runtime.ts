@@ -216,7 +216,7 @@ export class Runtime {
    *
    * @example
    * ```ts
-   * import { Runtime } from "./runtime.ts";
+   * import { Runtime } from "@denoise/sd/gpu";
    * const rt = await Runtime.create();
    * using t = rt.empty([3]);
    * rt.write(t, new Float32Array([1, 2, 3]));

@@ -98,7 +98,7 @@ export class Tensor {
    *
    * @example
    * ```ts
-   * import { Runtime } from "./runtime.ts";
+   * import { Runtime } from "@denoise/sd/gpu";
    * const rt = await Runtime.create();
    * using t = rt.upload(new Float32Array(128).map((_, i) => i), [2, 64]);
    * console.log(await t.view([64], 64).read()); // 64 … 127

@@ -160,8 +160,8 @@ export class ParamStore {
    * alignment.
    *
    * @example
-   * ```ts
-   * import type { ParamStore } from "./params.ts";
+   * ```ts no-run
+   * import type { ParamStore } from "@denoise/sd/models";
    * declare const store: ParamStore;
    * const qkv = store.join(["to_q.weight", "to_k.weight", "to_v.weight"], [[320, 320], [320, 320], [320, 320]]);
    * ```

@@ -183,9 +183,9 @@ export function groupNorm(
  * uses it): the conv's reduce pass and the norm are one dispatch.
  *
  * @example
- * ```ts
- * import type { Tensor } from "../gpu/tensor.ts";
- * import { groupNormOfConvParts } from "./norm.ts";
+ * ```ts no-run
+ * import type { Tensor } from "@denoise/sd/gpu";
+ * import { groupNormOfConvParts } from "@denoise/sd/ops";
  * declare const parts: Tensor, w: Tensor, b: Tensor;
  * const y = groupNormOfConvParts(
  *   { parts, splits: 4, shape: [2, 64, 8, 8], dtype: "f16" },
