@@ -6,7 +6,7 @@
  * @module
  */
 import { decodePng, type RgbaImage } from "../io/png.ts";
-import { resizeImage } from "../io/resize.ts";
+import { fitInitImages } from "../io/resize.ts";
 import { UsageError } from "./flags.ts";
 
 /** The flags this reads (a slice of `gen.ts`'s values). */
@@ -81,33 +81,22 @@ export async function readInitImages(
     }
     return { width: flags.width, height: flags.height };
   }
-  let image = await readPng(flags.initImg, name("initImg"));
-  let mask = flags.mask === undefined ? undefined : await readPng(flags.mask, name("mask"));
-  const f = o.factor;
-  const down = (v: number) => Math.max(f, v - (v % f));
-  const width = flags.width ?? (flags.resize ? down(image.width) : image.width);
-  const height = flags.height ?? (flags.resize ? down(image.height) : image.height);
-  const fit = (img: RgbaImage, what: string, flag: string): RgbaImage => {
-    if (img.width === width && img.height === height) return img;
-    if (!flags.resize) {
-      const aligned = flags.width === undefined && flags.height === undefined;
-      throw new UsageError(
-        `${flag} ${what} is ${img.width}×${img.height} but the run is ${width}×${height}` +
-          (aligned ? ` (a multiple of ${f})` : "") + `: pass ${name("resize")} stretch or crop` +
-          (aligned ? `, or -W/-H` : `, or drop -W/-H to use the image's size`),
-      );
-    }
-    return resizeImage(img, { width, height, mode: flags.resize });
-  };
-  if (width % f !== 0 || height % f !== 0) {
-    throw new UsageError(
-      `${name("initImg")} ${flags.initImg} is ${width}×${height}, not a multiple of ${f} (this ` +
-        `model's VAE factor): pass ${name("resize")} stretch or crop (to ${down(width)}×${
-          down(height)
-        }), or -W/-H`,
-    );
+  const image = await readPng(flags.initImg, name("initImg"));
+  const mask = flags.mask === undefined ? undefined : await readPng(flags.mask, name("mask"));
+  try {
+    return fitInitImages({ image, mask }, {
+      width: flags.width,
+      height: flags.height,
+      resize: flags.resize,
+      factor: o.factor,
+      names: {
+        image: `${name("initImg")} ${flags.initImg}`,
+        mask: `${name("mask")} ${flags.mask}`,
+        resize: `${name("resize")} stretch or crop`,
+        size: "-W/-H",
+      },
+    });
+  } catch (e) {
+    throw new UsageError((e as Error).message, { cause: e });
   }
-  image = fit(image, flags.initImg, name("initImg"));
-  if (mask) mask = fit(mask, flags.mask!, name("mask"));
-  return { image, mask, width, height };
 }

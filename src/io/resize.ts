@@ -109,3 +109,90 @@ export function resizeImage(image: RgbaImage, options: ResizeOptions): RgbaImage
   }
   return { width: W, height: H, data: out };
 }
+
+/**
+ * How {@link fitInitImages} names things in its errors: the CLI passes its flags (`-i a.png`,
+ * `--resize stretch or crop`, `-W/-H`), the library its option names (the defaults).
+ */
+export interface FitNames {
+  /** The init image (default `image`). */
+  image?: string;
+  /** The mask (default `mask`). */
+  mask?: string;
+  /** How to ask for resizing (default `resize: "stretch" or "crop"`). */
+  resize?: string;
+  /** How to give the size (default `width/height`). */
+  size?: string;
+}
+
+/** Options of {@link fitInitImages}. */
+export interface FitOptions {
+  /** The run's width, when given (default: the image's). */
+  width?: number;
+  /** The run's height, when given (default: the image's). */
+  height?: number;
+  /** Fit an image of another size (`stretch` or `crop`); without it a mismatch is refused. */
+  resize?: "stretch" | "crop";
+  /** The sizes the model takes are multiples of this (the VAE's latent factor). */
+  factor: number;
+  /** The names the errors use. */
+  names?: FitNames;
+}
+
+/**
+ * img2img and inpainting inputs at the run's size, as `gen.ts -i/--mask/--resize` and
+ * `generate({ image, mask, resize })` take them: the size is `width`/`height` when given, else the
+ * image's own (rounded down to a multiple of `factor` when resizing); an image or mask of another
+ * size is resized with `resize`, or refused with both sizes and the fix.
+ *
+ * @example
+ * ```ts
+ * import { fitInitImages } from "@denoise/sd/io";
+ * const image = { width: 100, height: 60, data: new Uint8Array(100 * 60 * 4) };
+ * const fitted = fitInitImages({ image }, { resize: "crop", factor: 8 });
+ * console.log(fitted.width, fitted.height); // 96 56
+ * ```
+ */
+export function fitInitImages(
+  images: { image: RgbaImage; mask?: RgbaImage },
+  options: FitOptions,
+): { image: RgbaImage; mask?: RgbaImage; width: number; height: number } {
+  const { image, mask } = images;
+  const { resize, factor: f } = options;
+  const names = {
+    image: "image",
+    mask: "mask",
+    resize: 'resize: "stretch" or "crop"',
+    size: "width/height",
+    ...options.names,
+  };
+  const down = (v: number) => Math.max(f, v - (v % f));
+  const width = options.width ?? (resize ? down(image.width) : image.width);
+  const height = options.height ?? (resize ? down(image.height) : image.height);
+  const odd = (options.width === undefined && width % f !== 0) ||
+    (options.height === undefined && height % f !== 0);
+  if (odd) {
+    throw new RangeError(
+      `${names.image} is ${width}×${height}, not a multiple of ${f} (this model's VAE factor): ` +
+        `pass ${names.resize} (to ${down(width)}×${down(height)}), or ${names.size}`,
+    );
+  }
+  const given = options.width !== undefined || options.height !== undefined;
+  const fit = (img: RgbaImage, name: string): RgbaImage => {
+    if (img.width === width && img.height === height) return img;
+    if (!resize) {
+      throw new RangeError(
+        `${name} is ${img.width}×${img.height} but the run is ${width}×${height}` +
+          (given ? "" : ` (a multiple of ${f})`) + `: pass ${names.resize}` +
+          (given ? `, or drop ${names.size} to use the image's size` : `, or ${names.size}`),
+      );
+    }
+    return resizeImage(img, { width, height, mode: resize });
+  };
+  return {
+    image: fit(image, names.image),
+    mask: mask && fit(mask, names.mask),
+    width,
+    height,
+  };
+}

@@ -6,15 +6,17 @@
  */
 import type { Tensor } from "../gpu/tensor.ts";
 import { loadTaesdDecoder, type TaesdDecoder } from "../models/taesd.ts";
-import { formatA1111Parameters } from "../io/png.ts";
+import { decodePng, formatA1111Parameters, type RgbaImage } from "../io/png.ts";
+import { fitInitImages } from "../io/resize.ts";
 import { a1111Name, a1111ScheduleType, type SchedulerConfig } from "../schedulers/mod.ts";
 import { addonInfotext } from "./addons.ts";
 import { decodeLatents } from "./decode.ts";
 import { encodePrompt } from "./encode.ts";
 import { GeneratedImage } from "./image.ts";
-import type { Pipeline } from "./load.ts";
+import { latentFactor, type Pipeline } from "./load.ts";
 import type { LoraSpec } from "./lora.ts";
-import { sampleLatents, type SampleOptions, schedulerFor } from "./sample.ts";
+import { defaultStrength } from "./condition.ts";
+import { checkSampleOptions, sampleLatents, type SampleOptions, schedulerFor } from "./sample.ts";
 
 /** The largest seed torch's `manual_seed` takes: 2⁶⁴ − 1. */
 const MAX_SEED = 2n ** 64n - 1n;
@@ -55,9 +57,9 @@ export interface GenerateOptions {
   eta?: number;
   /** The first image's seed, 0 … 2⁶⁴−1 (default: random); image k uses `seed + k`, as A1111. */
   seed?: number | bigint;
-  /** Image width in pixels (default: the model's native size). */
+  /** Image width in pixels (default: the init image's, else the model's native size). */
   width?: number;
-  /** Image height in pixels (default: the model's native size). */
+  /** Image height in pixels (default: the init image's, else the model's native size). */
   height?: number;
   /** How many images (default 1), each from its own seed. */
   count?: number;
@@ -70,6 +72,23 @@ export interface GenerateOptions {
   loras?: LoraSpec[];
   /** The folder `<lora:NAME:…>` tags resolve in (default: the pipeline's `loraDir`). */
   loraDir?: string;
+  /**
+   * img2img: the init image, a PNG path or RGBA as `decodePng` returns it (gen.ts's `-i`); the
+   * size defaults to the image's. Needs the VAE encoder: `loadPipeline(…, { vaeEncoder: true })`.
+   */
+  image?: string | RgbaImage;
+  /** Inpainting: the mask, a PNG path or RGBA; white is repainted (gen.ts's `--mask`). */
+  mask?: string | RgbaImage;
+  /**
+   * How much of the schedule reruns from the image, (0, 1]: `int(steps·strength)` steps (default
+   * 0.8, with a mask 1), recorded as `Denoising strength` (gen.ts's `--strength`).
+   */
+  strength?: number;
+  /**
+   * An image or mask of another size than the run's is resized: `"stretch"` or `"crop"` (scale to
+   * cover, cut the centre); without it the mismatch is refused (gen.ts's `--resize`).
+   */
+  resize?: "stretch" | "crop";
   /** Decode with TAESD (a path to `taesd_decoder.safetensors`, or a loaded decoder). */
   taesd?: string | TaesdDecoder;
   /** Stops between steps; the images finished so far are returned, an unfinished one is not. */
@@ -98,6 +117,24 @@ export interface GenerateOptions {
  * });
  * for (const image of images) await image.save(`lighthouse-${image.seed}.png`);
  * ```
+ *
+ * @example img2img and inpainting
+ * ```ts no-run
+ * import { generate, loadPipeline } from "@denoise/sd";
+ * using pipe = await loadPipeline("path/to/stable-diffusion-v1-5", { vaeEncoder: true });
+ * const [redrawn] = await generate(pipe, "a watercolor harbour", {
+ *   image: "harbour.png", // any size with resize: "crop" (or "stretch")
+ *   strength: 0.6,
+ *   resize: "crop",
+ *   width: 512,
+ *   height: 512,
+ * });
+ * const [boat] = await generate(pipe, "a red sailing boat", {
+ *   image: redrawn,
+ *   mask: "boat_mask.png", // white: repainted
+ * });
+ * await boat.save("harbour-boat.png");
+ * ```
  */
 export async function generate(
   pipe: Pipeline,
@@ -109,18 +146,18 @@ export async function generate(
     throw new RangeError(`count must be a whole number ≥ 1, got ${count}`);
   }
   const seed0 = firstSeed(options.seed, count);
-  const sampling = {
+  const sampling: SampleOptions = {
     steps: options.steps,
     guidance: options.guidance,
     scheduler: options.sampler,
     karras: options.karras,
     schedule: options.schedule,
     eta: options.eta,
-    width: options.width,
-    height: options.height,
+    ...await initImages(pipe, options),
     signal: options.signal,
   };
-  const scheduler = schedulerFor(pipe, sampling); // refuses a bad sampler before any work
+  checkSampleOptions(pipe, sampling); // refuses a bad size, sampler or strength before any work
+  const scheduler = schedulerFor(pipe, sampling);
   const taesd = typeof options.taesd === "string"
     ? await loadTaesdDecoder(options.taesd, { runtime: pipe.rt, dtype: pipe.dtype })
     : options.taesd;
@@ -159,6 +196,7 @@ export async function generate(
         width: decoded.width,
         height: decoded.height,
         model: pipe.name,
+        denoisingStrength: sampling.image && defaultStrength(sampling),
         clipSkip: options.clipSkip,
         ...addons,
       });
@@ -168,6 +206,42 @@ export async function generate(
   } finally {
     if (taesd !== options.taesd) taesd?.dispose();
   }
+}
+
+/** The run's size, and the init image and mask read and fitted to it (as gen.ts's). */
+async function initImages(
+  pipe: Pipeline,
+  options: GenerateOptions,
+): Promise<Pick<SampleOptions, "width" | "height" | "image" | "mask" | "strength">> {
+  const { width, height, strength } = options;
+  if (options.image === undefined) {
+    if (options.mask !== undefined) {
+      throw new Error("mask needs image: inpainting repaints an image");
+    }
+    if (options.resize !== undefined) throw new Error("resize fits an init image: pass image too");
+    return { width, height, strength };
+  }
+  if (!pipe.vae.encoder) {
+    throw new Error(
+      "img2img and inpainting encode the image with the VAE encoder: load the pipeline with " +
+        "{ vaeEncoder: true }",
+    );
+  }
+  const rgba = async (v: string | RgbaImage, what: string): Promise<RgbaImage> => {
+    if (typeof v !== "string") return v;
+    try {
+      return decodePng(await Deno.readFile(v));
+    } catch (e) {
+      throw new Error(`${what} ${v}: ${(e as Error).message}`, { cause: e });
+    }
+  };
+  const image = await rgba(options.image, "image");
+  const mask = options.mask === undefined ? undefined : await rgba(options.mask, "mask");
+  const factor = latentFactor(pipe);
+  return {
+    ...fitInitImages({ image, mask }, { width, height, resize: options.resize, factor }),
+    strength,
+  };
 }
 
 function firstSeed(seed: number | bigint | undefined, count: number): bigint {
