@@ -118,7 +118,13 @@ export {
   writePngFile,
   type WritePngFileOptions,
 } from "./src/io/png.ts";
-export { resizeImage, type ResizeOptions } from "./src/io/resize.ts";
+export {
+  fitInitImages,
+  type FitNames,
+  type FitOptions,
+  resizeImage,
+  type ResizeOptions,
+} from "./src/io/resize.ts";
 export type { DType } from "./src/gpu/device.ts";
 export type { Runtime } from "./src/gpu/runtime.ts";
 export type { Tensor } from "./src/gpu/tensor.ts";
