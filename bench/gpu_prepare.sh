@@ -31,7 +31,7 @@ fi
 # only what the benchmarks import (the notebooks' plotting packages stay home)
 rm -rf .gpu/deno_dir
 DENO_DIR=$root/.gpu/deno_dir deno cache bench/kernels.ts bench/unet_step.ts bench/pipeline.ts \
-  bench/load_checkpoint.ts bench/make_checkpoint.ts >/dev/null
+  bench/load_checkpoint.ts bench/make_checkpoint.ts bench/gpu_adapter.ts bench/gpu_summary.ts >/dev/null
 rm -rf .gpu/deno_dir/check_cache* .gpu/deno_dir/*_cache_v2* # rebuilt on demand
 if [ -d "$shared/gpu/peer" ]; then
   tar -C "$shared/gpu" -cJf .gpu/peer.tar.xz peer

@@ -1,12 +1,15 @@
 /**
  * The end-to-end benchmark: load a model, then (per run) encode the prompt, denoise N steps,
  * decode with the VAE and write a PNG, timing each stage. The first run compiles the GPU
- * pipelines (cold); later runs are warm. Each step is synced (`rt.sync()`) so its time is the
- * GPU's, which serialises host recording with GPU work: the denoise total is an upper bound.
+ * pipelines (cold); later runs are warm. In the `--runs` runs each step is synced (`rt.sync()`)
+ * so its time is the GPU's, which serialises host recording with GPU work: their denoise total is
+ * an upper bound. The `--free-runs` runs after them sample as `generate()` does, recording step
+ * i+1 while the GPU runs step i: their total is the end-to-end time a user sees, and their "step"
+ * is the interval between the sampler's yields.
  *
  * usage: deno run -A bench/pipeline.ts [--model PATH] [--steps N] [--res PX] [--runs N]
- *   [--cfg X] [--seed N] [--dtype auto|f16|f32] [--prompt TEXT] [--out FILE.png] [--json FILE]
- *   [--tokenizer PATH (for single-file checkpoints)]
+ *   [--free-runs N] [--cfg X] [--seed N] [--dtype auto|f16|f32] [--prompt TEXT] [--out FILE.png]
+ *   [--json FILE] [--tokenizer PATH (for single-file checkpoints)]
  *
  * @module
  */
@@ -32,8 +35,10 @@ export interface PipelineBenchOptions {
   steps?: number;
   /** Image size in pixels (default: the model's). */
   res?: number;
-  /** Runs after loading (default 2: one cold, one warm). */
+  /** Runs after loading, each step synced (default 2: one cold, one warm). */
   runs?: number;
+  /** Runs after those with no per-step sync, host and GPU overlapping (default 0). */
+  freeRuns?: number;
   /** Guidance scale (default 7.5; ≤ 1 runs batch 1). */
   cfg?: number;
   /** Noise seed (default 0). */
@@ -54,7 +59,7 @@ export interface PipelineRun {
   encodeMs: number;
   /** All denoising steps. */
   denoiseMs: number;
-  /** Each U-Net step (synced); PNDM makes one more call than `steps`. */
+  /** Each U-Net step, synced (a free run: the interval between yields); PNDM makes one more call. */
   stepMs: number[];
   /** U-Net steps the sampler announced (`SampleStep.total`). */
   calls: number;
@@ -66,6 +71,8 @@ export interface PipelineRun {
   pngMs: number;
   /** Encode + denoise + decode + PNG. */
   totalMs: number;
+  /** Whether each step was synced (false: a free run, host and GPU overlapping). */
+  synced: boolean;
 }
 
 /** Everything the pipeline benchmark measured. */
@@ -117,7 +124,9 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
   const model = options.model ?? TINY_MODEL;
   const steps = options.steps ?? 20;
   const runs = options.runs ?? 2;
-  for (const [name, v, min] of [["steps", steps, 1], ["runs", runs, 1]] as const) {
+  const freeRuns = options.freeRuns ?? 0;
+  const counts = [["steps", steps, 1], ["runs", runs, 1], ["free-runs", freeRuns, 0]] as const;
+  for (const [name, v, min] of counts) {
     if (!Number.isInteger(v) || v < min) {
       throw new Error(`--${name} must be a whole number ≥ ${min}, got ${v}`);
     }
@@ -143,8 +152,8 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
     rt.pool.resetPeak();
     const results: PipelineRun[] = [];
     try {
-      for (let r = 0; r < runs; r++) {
-        results.push(await runOnce(out, { ...options, steps, cfg, res }));
+      for (let r = 0; r < runs + freeRuns; r++) {
+        results.push(await runOnce(out, { ...options, steps, cfg, res }, r < runs));
       }
     } finally {
       if (temp) await Deno.remove(temp).catch(() => {});
@@ -171,6 +180,7 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
   async function runOnce(
     path: string,
     o: PipelineBenchOptions & { steps: number; cfg: number; res: number },
+    synced: boolean,
   ): Promise<PipelineRun> {
     const a = performance.now();
     const embeds = await encodePrompt(pipe, o.prompt ?? "a photo of an astronaut riding a horse");
@@ -189,7 +199,7 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
         height: o.res,
       })
     ) {
-      await rt.sync();
+      if (synced) await rt.sync();
       const now = performance.now();
       stepMs.push(now - s0);
       s0 = now;
@@ -212,6 +222,7 @@ export async function benchPipeline(options: PipelineBenchOptions = {}): Promise
       decodeMs: d - c,
       pngMs: e - d,
       totalMs: e - a,
+      synced,
     };
   }
 }
@@ -247,7 +258,7 @@ export function formatPipelineReport(r: PipelineReport): string {
     "total ms",
   ];
   const rows = r.runs.map((run, i) => [
-    i === 0 ? "1 (cold)" : `${i + 1}`,
+    `${i + 1}${i === 0 ? " (cold)" : run.synced ? "" : " (free)"}`,
     f(run.encodeMs),
     f(run.denoiseMs),
     `${f(run.stepMedianMs)} (${tf(r.flops.step, run.stepMedianMs)} TFLOP/s)`,
@@ -270,6 +281,7 @@ if (import.meta.main) {
       steps: { type: "string" },
       res: { type: "string" },
       runs: { type: "string" },
+      "free-runs": { type: "string" },
       cfg: { type: "string" },
       seed: { type: "string" },
       dtype: { type: "string" },
@@ -289,6 +301,7 @@ if (import.meta.main) {
     steps: num(values.steps),
     res: num(values.res),
     runs: num(values.runs),
+    freeRuns: num(values["free-runs"]),
     cfg: num(values.cfg),
     seed: num(values.seed),
     dtype: values.dtype as PipelineBenchOptions["dtype"],
