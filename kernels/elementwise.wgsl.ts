@@ -6,7 +6,8 @@ const source: string = `{#- Elementwise ops.
     mode "binary":  y[i] = a[i] op b[(i / b_inner) % b_len]  bindings: a, b, y (b broadcast)
     mode "lincomb": y[i] = Σ_k coef[k] · x_k[i], k < terms   bindings: x_0 … x_{terms-1}, y
     Each invocation handles one element; the grid is 2-D when n exceeds 65535 workgroups.
-    Params: dtype (storage, both sides), out_dtype, op, terms, wg. -#}
+    Params: dtype (storage of x, a, b), x_dtypes (lincomb: each term's storage, comma-separated),
+    out_dtype, op, terms, wg. -#}
 {% if enable_f16 %}enable f16;
 {% endif %}
 struct Params {
@@ -26,8 +27,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<{{ dtype }}>;
 @group(0) @binding(3) var<storage, read_write> y: array<{{ out_dtype }}>;
 {% else %}
+{% set xd = x_dtypes.split(",") %}
 {% for k in range(terms) %}
-@group(0) @binding({{ k + 1 }}) var<storage, read> x{{ k }}: array<{{ dtype }}>;
+@group(0) @binding({{ k + 1 }}) var<storage, read> x{{ k }}: array<{{ xd[k] }}>;
 {% endfor %}
 @group(0) @binding({{ terms + 1 }}) var<storage, read_write> y: array<{{ out_dtype }}>;
 {% endif %}

@@ -84,7 +84,8 @@ export function registerTemplate(name: string, text: string): void {
 }
 
 /**
- * Renders a kernel template with its parameters, plus `enable_f16` (true when any param is "f16")
+ * Renders a kernel template with its parameters, plus `enable_f16` (true when any param is "f16"
+ * or a comma list naming it)
  * and `activations` (the shared WGSL activation functions of `wgsl_lib.ts`).
  *
  * @example
@@ -104,7 +105,9 @@ export function renderKernel(key: PipelineKey): string {
   }
   let tpl = compiled.get(key.kernel);
   if (!tpl) compiled.set(key.kernel, tpl = new Template(text));
-  const enableF16 = Object.values(key.params).includes("f16");
+  const enableF16 = Object.values(key.params).some((v) =>
+    v === "f16" || (typeof v === "string" && v.includes(",") && v.split(",").includes("f16"))
+  );
   return tpl.render({ ...key.params, enable_f16: enableF16, activations: ACTIVATIONS_WGSL });
 }
 

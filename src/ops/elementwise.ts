@@ -29,8 +29,10 @@ export interface ElementwiseParams {
   mode: "unary" | "binary" | "lincomb";
   /** The unary or binary op name. */
   op: string;
-  /** Storage dtype of the inputs. */
+  /** Storage dtype of the inputs of a unary or binary op. */
   dtype: DType;
+  /** Storage dtype of each lincomb term, comma-separated (`""` for unary and binary ops). */
+  x_dtypes: string;
   /** Storage dtype of the output. */
   out_dtype: DType;
   /** Inputs of a lincomb (1–4). */
@@ -95,6 +97,7 @@ export function unary(
     mode: "unary",
     op,
     dtype: x.dtype,
+    x_dtypes: "",
     out_dtype: outDType,
     terms: 1,
     wg: WG,
@@ -139,6 +142,7 @@ export function binary(
     mode: "binary",
     op: options.op,
     dtype: a.dtype,
+    x_dtypes: "",
     out_dtype: out.dtype,
     terms: 2,
     wg: WG,
@@ -147,7 +151,8 @@ export function binary(
 }
 
 /**
- * y = Σ coef_k · x_k over up to four same-shaped tensors (the scheduler update, CFG combine).
+ * y = Σ coef_k · x_k over up to four same-sized tensors, each in its own dtype, summed in f32 (the
+ * scheduler update, with the CFG combine folded in).
  *
  * @example
  * ```ts
@@ -170,8 +175,8 @@ export function lincomb(
   }
   const x0 = xs[0];
   for (const x of xs) {
-    if (x.size !== x0.size || x.dtype !== x0.dtype) {
-      throw new Error(`denoise: lincomb of [${x.shape}] ${x.dtype} and [${x0.shape}] ${x0.dtype}`);
+    if (x.size !== x0.size) {
+      throw new Error(`denoise: lincomb of [${x.shape}] and [${x0.shape}]: sizes differ`);
     }
   }
   const out = options.out ?? x0.rt.empty(x0.shape, x0.dtype);
@@ -180,6 +185,7 @@ export function lincomb(
     mode: "lincomb",
     op: "lincomb",
     dtype: x0.dtype,
+    x_dtypes: xs.map((x) => x.dtype).join(","),
     out_dtype: out.dtype,
     terms: xs.length,
     wg: WG,

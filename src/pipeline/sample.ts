@@ -255,30 +255,24 @@ export async function* sampleLatents(
       const t = scheduler.timesteps[i];
       const sample: Tensor = latents;
       const next = rt.keep(rt.scope(() => {
-        const guided = chain(
+        const x = chain(
           // 3. model input: latents · scale in the model dtype (+ mask and masked latents), doubled
           () => modelInput(pipe, sample, { scale: scheduler.scaleModelInput(i), cond, cfg }),
-          // 4. U-Net and guidance: u + g·(c − u), in f32
+          // 4. U-Net; guidance u + g·(c − u) is folded into the scheduler's lincombs below
           (x) => pipe.unet.forward(x, { ...unet, timestep: t, encoderHiddenStates: context! }), // [B, C, h, w]
-          (x) =>
-            rt.scope(() =>
-              lincomb(
-                cfg
-                  ? [batchSlice(x, { start: 0, count: 1 }), batchSlice(x, { start: 1, count: 1 })]
-                  : [x],
-                cfg ? [1 - guidance, guidance] : [1],
-                { out: rt.empty(shape, "f32") },
-              )
-            ), // [1, C, h, w]
         );
-        // 5. scheduler update on the GPU
+        const guided: [Tensor, number][] = cfg
+          ? [
+            [batchSlice(x, { start: 0, count: 1 }), 1 - guidance], // [1, C, h, w] uncond
+            [batchSlice(x, { start: 1, count: 1 }), guidance], // [1, C, h, w] cond
+          ]
+          : [[x, 1]];
+        // 5. scheduler update on the GPU, each read of model_output a read of u and c
         state.set("sample", sample);
-        state.set("model_output", guided);
         let updated: Tensor;
         try {
-          updated = runPlanGpu(rt, scheduler.step(i), state, rng, shape);
+          updated = runPlan(rt, scheduler.step(i), { state, rng, shape, modelOutput: guided });
         } finally {
-          state.delete("model_output");
           state.delete("sample");
         }
         //    inpainting with a regular U-Net: the kept region back at the next call's noise level
@@ -512,19 +506,40 @@ export function runPlanGpu(
   rng: Rng,
   shape: number[],
 ): Tensor {
+  return runPlan(rt, plan, { state, rng, shape });
+}
+
+/**
+ * {@link runPlanGpu}, with `model_output` given as terms Σ coef·x when `modelOutput` is set (the
+ * CFG combine `(1 − g)·u + g·c` of the U-Net's two halves): each lincomb reading it reads the
+ * terms instead, so the combine costs no dispatch of its own.
+ */
+function runPlan(
+  rt: Runtime,
+  plan: StepPlan,
+  o: { state: Map<string, Tensor>; rng: Rng; shape: number[]; modelOutput?: [Tensor, number][] },
+): Tensor {
+  const { state, rng, shape, modelOutput } = o;
+  const terms = (src: string, coef: number): [Tensor, number][] =>
+    src === "model_output" && modelOutput
+      ? modelOutput.map(([t, c]) => [t, c * coef])
+      : [[stateGet(state, src), coef]];
   const produced: string[] = [];
   for (const op of plan.ops) {
     let value: Tensor;
     if (op.op === "randn") {
       value = rt.upload(rng.randn(shape), shape);
     } else if (op.op === "clamp") {
-      value = unary(stateGet(state, op.src), "clamp", {
+      using whole = op.src === "model_output" && modelOutput
+        ? lincombWide(rt, modelOutput, shape)
+        : undefined;
+      value = unary(whole ?? stateGet(state, op.src), "clamp", {
         alpha: op.min,
         beta: op.max,
         out: rt.empty(shape, "f32"),
       });
     } else {
-      value = lincombWide(rt, op.terms.map((x) => [stateGet(state, x.src), x.coef]), shape);
+      value = lincombWide(rt, op.terms.flatMap((x) => terms(x.src, x.coef)), shape);
     }
     const old = state.get(op.dst);
     if (old && op.dst !== "sample" && op.dst !== "model_output") old.dispose();

@@ -107,6 +107,20 @@ Deno.test({
       assert.equal(h.dtype, "f16");
       assert.deepEqual(await h.read(), Float32Array.from(Float16Array.from(x)));
       assert.deepEqual(await cast(h, "f32").read(), Float32Array.from(Float16Array.from(x)));
+      // mixed dtypes: an f32 sample with the two f16 halves of a CFG batch, in f32
+      const n = 131;
+      const [s, u, c] = [5, 6, 7].map((k, i) => asDType(randomArray(n, k), i ? "f16" : "f32"));
+      const got = await lincomb(
+        [
+          rt.upload(s, [n]),
+          rt.upload(u, [n], { dtype: "f16" }),
+          rt.upload(c, [n], { dtype: "f16" }),
+        ],
+        [1, -0.65, 0.75],
+        { out: rt.empty([n], "f32") },
+      ).read();
+      const ref = s.map((v, i) => v - 0.65 * u[i] + 0.75 * c[i]);
+      assertClose(got, ref, { atol: 1e-6, rtol: 1e-6, label: "lincomb f32, f16, f16" });
     }
     assert.throws(() => lincomb([], []), /1–4 tensors/);
   },
