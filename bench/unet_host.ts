@@ -74,6 +74,11 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "norm2 reads conv1's split-K partial sums in place of the reduce pass",
     set: (_rt, unet, on) => unet.fusions.reduce = on,
   },
+  {
+    name: "kv",
+    description: "every cross-attention's k, v from one GEMM on the text context",
+    set: (_rt, unet, on) => unet.fusions.kv = on,
+  },
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */

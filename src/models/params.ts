@@ -105,6 +105,8 @@ export class ParamStore {
   readonly #params = new Map<string, Tensor>();
   /** Parts of joined parameters, handed out by `take` (see {@link ParamStore.join}). */
   readonly #joined = new Map<string, Tensor>();
+  /** Each joined key's joined tensor and first row (see {@link ParamStore.joinedRows}). */
+  readonly #rowOf = new Map<string, { whole: Tensor; row: number; rows: number }>();
   #unsubmitted = 0;
   /** The dtype parameters are uploaded in. */
   readonly dtype: DType;
@@ -179,11 +181,13 @@ export class ParamStore {
     if (!ok) return undefined;
     const rows = shapes.reduce((a, s) => a + s[0], 0);
     const joined = this.#keep(this.rt.empty([rows, ...inner], this.dtype, { exact: true }));
-    let at = 0;
+    let at = 0, row = 0;
     keys.forEach((key, i) => {
       const f = found[i]!;
       const part = joined.view(shapes[i], at);
       at += part.size;
+      this.#rowOf.set(key, { whole: joined, row, rows: shapes[i][0] });
+      row += shapes[i][0];
       writeLoaded(this.rt, part, f);
       this.#used.add(key);
       this.#uploaded(f, part.byteSize);
@@ -191,6 +195,33 @@ export class ParamStore {
       this.#joined.set(key, part);
     });
     return joined;
+  }
+
+  /**
+   * Where `keys`, joined one after the other by an earlier {@link ParamStore.join} (for one GEMM
+   * over several modules, like every cross-attention's k and v), sit in it: the joined tensor, the
+   * row the first key starts at, and a view of their rows; `undefined` when they were not.
+   *
+   * @example
+   * ```ts no-run
+   * import type { ParamStore } from "@denoise/sd/models";
+   * declare const store: ParamStore;
+   * const kv = store.joinedRows(["attn2.to_k.weight", "attn2.to_v.weight"]);
+   * console.log(kv?.row, kv?.rows.shape);
+   * ```
+   */
+  joinedRows(keys: string[]): { whole: Tensor; row: number; rows: Tensor } | undefined {
+    const first = this.#rowOf.get(keys[0]);
+    if (!first) return undefined;
+    let rows = 0;
+    for (const key of keys) {
+      const at = this.#rowOf.get(key);
+      if (at?.whole !== first.whole || at.row !== first.row + rows) return undefined;
+      rows += at.rows;
+    }
+    const inner = first.whole.shape.slice(1);
+    const size = inner.reduce((a, b) => a * b, 1);
+    return { ...first, rows: first.whole.view([rows, ...inner], first.row * size) };
   }
 
   /**
@@ -297,6 +328,11 @@ export class ParamScope {
   /** Joins parameters of this scope into one buffer (see {@link ParamStore.join}). */
   join(names: string[], shapes: (readonly number[])[]): Tensor | undefined {
     return this.store.join(names.map((n) => this.key(n)), shapes);
+  }
+
+  /** {@link ParamStore.joinedRows} for names of this scope. */
+  joinedRows(names: string[]): { whole: Tensor; row: number; rows: Tensor } | undefined {
+    return this.store.joinedRows(names.map((n) => this.key(n)));
   }
 
   /** Takes a parameter of this scope (see {@link ParamStore.take}). */

@@ -40,6 +40,11 @@ export interface UNetFusions {
   /** The transformer block's LayerNorms in the prologue of the GEMMs that read them. */
   ln: boolean;
   /**
+   * Every cross-attention's k and v from one GEMM on the text context (their weights joined
+   * across the U-Net): one dispatch per call in place of one per transformer block.
+   */
+  kv: boolean;
+  /**
    * A resnet's norm2 reads conv1's split-K partial sums (and its epilogue) in place of the
    * conv's reduce pass.
    */
@@ -55,6 +60,7 @@ export const UNET_FUSIONS: readonly (keyof UNetFusions)[] = [
   "concat",
   "ln",
   "reduce",
+  "kv",
 ];
 
 /** What every block of one U-Net call reads besides its input. */
@@ -65,6 +71,8 @@ export interface UNetContext {
   tembAll?: Tensor; // [B, Σ Cout]
   /** The text embeddings the cross-attention reads. */
   encoderHiddenStates: Tensor; // [B, Lctx, Dctx]
+  /** With the `kv` fusion: every cross-attention's k and v of the text, side by side. */
+  kvAll?: Tensor; // [B, Lctx, Σ 2·C]
   /** Opt-in hook: each cross-attention layer's head-averaged probabilities (see `UNetForwardOptions`). */
   attentionProbs?: (name: string, probs: Tensor) => void;
   /** The fusions this call uses. */
@@ -136,6 +144,11 @@ export class Attention {
   /** `[to_q; to_k; to_v]` (self-attention) or `[to_k; to_v]` (cross), when joinable. */
   readonly #joined?: Tensor;
   readonly #cross: boolean;
+  /**
+   * Where this cross-attention's k and v start in the U-Net's joined projection of every
+   * cross-attention (the `kvAll` of `forward`), when the U-Net joined them.
+   */
+  readonly kvColumn?: number;
 
   /**
    * Takes `to_q`, `to_k`, `to_v`, `to_out.0` from `scope`; the projections that read the same
@@ -148,7 +161,10 @@ export class Attention {
     this.heads = heads;
     this.#cross = options.contextDim !== undefined;
     const names = this.#cross ? ["to_k", "to_v"] : ["to_q", "to_k", "to_v"];
-    this.#joined = scope.join(names.map((n) => `${n}.weight`), names.map(() => [dim, ctx]));
+    const keys = names.map((n) => `${n}.weight`);
+    this.#joined = scope.join(keys, names.map(() => [dim, ctx]));
+    const across = this.#joined || !this.#cross ? undefined : scope.joinedRows(keys);
+    if (across) [this.#joined, this.kvColumn] = [across.rows, across.row];
     this.to_q = new Linear(scope.child("to_q"), dim, dim, { bias: false });
     this.to_k = new Linear(scope.child("to_k"), ctx, dim, { bias: false });
     this.to_v = new Linear(scope.child("to_v"), ctx, dim, { bias: false });
@@ -158,11 +174,13 @@ export class Attention {
   /**
    * Attention of `x` over `context` (or itself), plus `residual`; `probs` is handed the
    * head-averaged attention probabilities `[B, L, Lk]` (f32; the hook owns and disposes them).
+   * `kvAll`: the U-Net's joined k, v projection of `context`, read at `kvColumn`.
    */
   forward(
     x: Tensor,
     options: {
       context?: Tensor;
+      kvAll?: Tensor;
       residual?: Tensor;
       probs?: (name: string, probs: Tensor) => void;
       fused?: boolean;
@@ -176,6 +194,7 @@ export class Attention {
         x.rt.scope(() =>
           this.#attend(t, {
             context: options.context,
+            kvAll: options.kvAll,
             hook: options.probs,
             joined,
             norm: options.norm,
@@ -190,6 +209,7 @@ export class Attention {
     x: Tensor,
     o: {
       context?: Tensor;
+      kvAll?: Tensor;
       hook?: (name: string, probs: Tensor) => void;
       joined: boolean;
       norm?: LayerNorm;
@@ -209,7 +229,18 @@ export class Attention {
       : {};
     const ofSrc = o.context ? {} : ln;
     const q = () => this.to_q.forward(x, ln); // [B, L, C]
-    const out = !w
+    const kvAll = o.kvAll && o.context && this.kvColumn !== undefined ? o.kvAll : undefined;
+    const out = kvAll
+      ? attention(q(), {
+        k: kvAll, // [B, Lk, Σ 2·C]: this block's k, v at kvColumn
+        v: kvAll,
+        kOffset: this.kvColumn,
+        vOffset: this.kvColumn! + c,
+        heads: this.heads,
+        headDim,
+        probs,
+      })
+      : !w
       ? attention(q(), {
         k: this.to_k.forward(src, ofSrc), // [B, Lk, C]
         v: this.to_v.forward(src, ofSrc), // [B, Lk, C]
@@ -353,6 +384,7 @@ export class BasicTransformerBlock {
         rt.scope(() =>
           this.attn2.forward(ctx.fusions.ln ? t : this.norm2.forward(t), {
             context,
+            kvAll: ctx.fusions.kv ? ctx.kvAll : undefined,
             residual: t,
             probs: ctx.attentionProbs,
             fused: ctx.fusions.qkv,

@@ -121,6 +121,9 @@ function resnetWidths(config: UNet2DConditionConfig): { prefix: string; cout: nu
   return out;
 }
 
+/** The key of a U-Net cross-attention's `to_k` weight. */
+const CROSS_K = /^(down_blocks|mid_block|up_blocks)\..*\.attn2\.to_k\.weight$/;
+
 function blockKind(type: string, plain: string, cross: string): boolean {
   if (type === plain) return false;
   if (type === cross) return true;
@@ -179,6 +182,8 @@ export class UNet2DConditionModel {
   readonly #store: ParamStore;
   /** Every resnet's `time_emb_proj.weight`, joined (rows in `forward` order), when joinable. */
   readonly #tembProj?: Tensor;
+  /** Every cross-attention's `to_k.weight` and `to_v.weight`, joined, when joinable. */
+  readonly #kvProj?: Tensor;
 
   private constructor(
     readonly rt: Runtime,
@@ -213,6 +218,11 @@ export class UNet2DConditionModel {
         widths.map((r) => `${r.prefix}.time_emb_proj.weight`),
         widths.map((r) => [r.cout, tembChannels]),
       );
+      // before the blocks take them: every cross-attention's k, v weights as rows of one weight
+      const kv = [...tensors.keys()].filter((k) => CROSS_K.test(k)).sort()
+        .flatMap((k) => [k, k.replace(/to_k\.weight$/, "to_v.weight")]);
+      const kvShapes = kv.map((k) => tensors.get(k)?.shape ?? []);
+      this.#kvProj = kv.length > 2 ? root.join(kv, kvShapes) : undefined;
       const base = {
         tembChannels,
         groups: config.norm_num_groups,
@@ -369,6 +379,9 @@ export class UNet2DConditionModel {
           ? linear(tembAct, this.#tembProj) // [B, Σ Cout]
           : undefined,
         encoderHiddenStates,
+        kvAll: this.fusions.kv && this.#kvProj
+          ? linear(encoderHiddenStates, this.#kvProj) // [B, Lctx, Σ 2·C]
+          : undefined,
         fusions: { ...this.fusions },
         attentionProbs: options.attentionProbs && bindScope(options.attentionProbs),
       };

@@ -34,6 +34,14 @@ Deno.test({
     assert.deepEqual((await b.read()).slice(0, 2), new Float32Array([1000, 1001]));
     const all = await joined.read();
     assert.equal(all[2 * n], 2000);
+    // the rows of consecutive parts (a GEMM over some modules of a model-wide join)
+    const bc = store.joinedRows(["b.weight", "c.weight"])!;
+    assert.equal(bc.whole, joined);
+    assert.equal(bc.row, rows);
+    assert.deepEqual(bc.rows.shape, [2 * rows, 8]);
+    assert.equal(bc.rows.byteOffset, n * 4);
+    assert.equal(store.joinedRows(["a.weight", "c.weight"]), undefined, "not consecutive");
+    assert.equal(store.joinedRows(["odd.weight"]), undefined, "never joined");
     // parts that would start off the alignment are not joined (and are taken one by one)
     assert.equal(store.join(["odd.weight", "odd2.weight"], [[3, 8], [3, 8]]), undefined);
     assert.notEqual(
