@@ -149,11 +149,13 @@ export function measureHost(
   unet: UNet2DConditionModel,
   options: { variants: string[][]; rounds: number; record: () => Tensor },
 ): HostVariant[] {
+  const off = (features: string[]) =>
+    HOST_FEATURES.map((f) => f.name).filter((n) => !features.includes(n));
   const rows: HostVariant[] = options.variants.map((features, i) => ({
     name: i === 0 && options.variants.length > 2
       ? "plain"
       : i === 0
-      ? `without ${HOST_FEATURES.map((f) => f.name).filter((n) => !features.includes(n))}`
+      ? (off(features).length ? `without ${off(features)}` : "all on")
       : `+${features.filter((f) => !options.variants[i - 1].includes(f)).join("+") || "same"}`,
     features,
     dispatches: 0,
