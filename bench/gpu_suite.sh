@@ -139,8 +139,9 @@ elif [ "$quick" = 1 ]; then
   fi
   torch_peer peer_sd21 120 --arch tiny --res 64 --dtype fp32 --iters 2 --no-vae
   run summary 60 deno run -A bench/gpu_summary.ts "$work"
-  run load_checkpoint 120 deno run -A bench/load_checkpoint.ts --file tests/fixtures/models/tiny-sd15 \
-    --dtype f32 --json "$work/load_checkpoint.json"
+  tiny=tests/fixtures/models/tiny-sd15
+  run load_checkpoint 120 deno run -A bench/load_checkpoint.ts --file "$tiny" --dtype f32 \
+    --tokenizer "$tiny/tokenizer" --json "$work/load_checkpoint.json"
   unet unet_sd15_f16_b1 300 "${t[@]}" --batch 1
   [ -d "$sd2" ] && unet unet_turbo_512_b1 300 --checkpoint "$sd2" --res 64 --batch 1 --steps 1 --warmup 0
   unet unet_sd15_f32_b2 300 "${t[@]}" --dtype f32
