@@ -21,18 +21,37 @@ if ! file "$deno_bin" | grep -q ELF; then # npm's deno wrapper is a script: take
   deno_bin=$(find "$(npm root -g)/deno" "$(npm root -g)/@deno" -name deno -type f -perm -u+x 2>/dev/null |
     xargs -r file | grep ELF | head -1 | cut -d: -f1)
 fi
-[ -f .gpu/deno.xz ] || xz -T0 -6 -c "$deno_bin" >.gpu/deno.xz
+[ -f .gpu/deno.xz ] || xz -T0 -9e -c "$deno_bin" >.gpu/deno.xz # -9e: 1 MB less than -6
 if [ -z "$(ls .gpu/debs/*.deb 2>/dev/null)" ]; then
   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64-lists'
   mkdir -p /tmp/amd64-lists/partial
   apt-get $o update -qq
   (cd .gpu/debs && apt-get $o download libvulkan1 libegl1 libglvnd0 >/dev/null)
 fi
-# only what the benchmarks import (the notebooks' plotting packages stay home)
+# the npm cache of what the benchmarks import
 rm -rf .gpu/deno_dir
 DENO_DIR=$root/.gpu/deno_dir deno cache bench/kernels.ts bench/unet_step.ts bench/pipeline.ts \
   bench/load_checkpoint.ts bench/make_checkpoint.ts bench/gpu_adapter.ts bench/gpu_summary.ts >/dev/null
-rm -rf .gpu/deno_dir/check_cache* .gpu/deno_dir/*_cache_v2* # rebuilt on demand
+# `deno cache` fetches every npm package of the lockfile (the notebooks' d3, linkedom…): keep only
+# the engine's runtime imports of deno.json; gpu_suite.sh runs deno with --no-lock --cached-only
+# against it (with the lockfile, deno would install every package of it first)
+keep=$(deno eval --no-config 'const c = JSON.parse(Deno.readTextFileSync("deno.json"));
+console.log(Object.values(c.imports).filter((v) => v.startsWith("npm:") && !v.startsWith("npm:@types/"))
+  .map((v) => v.slice(4).replace(/@[^@/]*$/, "")).join("\n"))')
+npm=.gpu/deno_dir/npm/registry.npmjs.org
+for d in "$npm"/* "$npm"/@*/*; do
+  [ -d "$d" ] || continue
+  name=${d#"$npm"/}
+  case "$name" in @*/*) ;; @*) continue ;; esac
+  grep -qxF "$name" <<<"$keep" || rm -rf "$d"
+done
+find "$npm" -mindepth 1 -maxdepth 1 -name '@*' -type d -empty -delete
+offline() { DENO_DIR=$root/.gpu/deno_dir deno run --no-lock --cached-only -A "$@" 2>&1; }
+# every module and npm package the benchmarks import loads from .gpu/deno_dir alone
+loaded=$( (offline bench/unet_step.ts --help; offline bench/pipeline.ts --runs 0) || true)
+grep -q 'U-Net step benchmark' <<<"$loaded" && grep -q 'runs must be' <<<"$loaded" ||
+  { echo "gpu_prepare: the benchmarks do not load from .gpu/deno_dir alone" >&2; exit 1; }
+rm -rf .gpu/deno_dir/check_cache* .gpu/deno_dir/*_cache_v2* .gpu/deno_dir/gen # rebuilt on demand
 if [ -d "$shared/gpu/peer" ]; then
   tar -C "$shared/gpu" -cJf .gpu/peer.tar.xz peer
 else

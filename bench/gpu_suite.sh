@@ -34,6 +34,9 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/denoise-xdg}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 export NO_COLOR=1 DENO_WEBGPU_BACKEND="${DENO_WEBGPU_BACKEND:-vulkan}"
 summary="$out/summary.txt"
+# with .gpu/ (env.sh), deno reads the pruned cache of gpu_prepare.sh only, never the network
+deno_run=(deno run -A)
+case "${DENO_DIR:-}" in */.gpu/deno_dir) deno_run+=(--no-lock --cached-only) ;; esac
 : >"$summary"
 status=0
 start=$SECONDS
@@ -104,13 +107,13 @@ torch_peer() { # name, cap, torch_peer.py flags…
 unet() { # name, cap, unet_step.ts flags…
   local name=$1 cap=$2
   shift 2
-  run "$name" "$cap" deno run -A bench/unet_step.ts "$@" --json "$work/$name.json"
+  run "$name" "$cap" "${deno_run[@]}" bench/unet_step.ts "$@" --json "$work/$name.json"
 }
 
 say "gpu_suite $(date -u +%FT%TZ) quick=$quick limit=${limit}s commit $(git rev-parse --short HEAD 2>/dev/null)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >"$work/nvidia_smi.txt" 2>&1 &&
   sed 's/^/   /' "$work/nvidia_smi.txt" | tee -a "$summary"
-run adapter 60 deno run -A bench/gpu_adapter.ts --json "$work/adapter.json"
+run adapter 60 "${deno_run[@]}" bench/gpu_adapter.ts --json "$work/adapter.json"
 software=0
 grep -qi 'llvmpipe\|swiftshader\|lavapipe\|"isFallback": true' "$work/adapter.json" 2>/dev/null &&
   software=1
@@ -130,7 +133,7 @@ elif [ "$quick" = 1 ]; then
   unet unet_sd15_f16_b2 300 "${t[@]}" --compare ladder --rounds 2
   torch_peer peer_sd15 120 --arch tiny --res 64 --dtype fp32 --iters 2
   say "== make_checkpoint: not in --quick (it writes a full-size 2.1 GB checkpoint)"
-  run pipeline_512 300 deno run -A bench/pipeline.ts --res 64 --steps 2 --runs 1 --free-runs 1 \
+  run pipeline_512 300 "${deno_run[@]}" bench/pipeline.ts --res 64 --steps 2 --runs 1 --free-runs 1 \
     --json "$work/pipeline_512.json"
   if [ -d "$sd2" ]; then
     unet unet_sd21_768_b2 300 --checkpoint "$sd2" --res 64 --steps 1 --warmup 1
@@ -138,34 +141,34 @@ elif [ "$quick" = 1 ]; then
     say "== unet_sd21_768_b2: skipped ($sd2 is missing)"
   fi
   torch_peer peer_sd21 120 --arch tiny --res 64 --dtype fp32 --iters 2 --no-vae
-  run summary 60 deno run -A bench/gpu_summary.ts "$work"
+  run summary 60 "${deno_run[@]}" bench/gpu_summary.ts "$work"
   tiny=tests/fixtures/models/tiny-sd15
-  run load_checkpoint 120 deno run -A bench/load_checkpoint.ts --file "$tiny" --dtype f32 \
+  run load_checkpoint 120 "${deno_run[@]}" bench/load_checkpoint.ts --file "$tiny" --dtype f32 \
     --tokenizer "$tiny/tokenizer" --json "$work/load_checkpoint.json"
   unet unet_sd15_f16_b1 300 "${t[@]}" --batch 1
   [ -d "$sd2" ] && unet unet_turbo_512_b1 300 --checkpoint "$sd2" --res 64 --batch 1 --steps 1 --warmup 0
   unet unet_sd15_f32_b2 300 "${t[@]}" --dtype f32
-  run kernels 300 deno run -A bench/kernels.ts --quick --only attention --json "$work/kernels.json"
+  run kernels 300 "${deno_run[@]}" bench/kernels.ts --quick --only attention --json "$work/kernels.json"
 else
   ckpt=/tmp/denoise-sd15-f16.safetensors
   tok=tests/fixtures/models/tiny-sd15/tokenizer # any CLIP-format tokenizer serves for timing
   unet unet_sd15_f16_b2 120 --arch sd15 --compare ladder --rounds 5
   torch_peer peer_sd15 120 --arch sd15 --res 512 --dtype fp16 --batch 2
-  if run make_checkpoint 150 deno run -A bench/make_checkpoint.ts --out "$ckpt" --dtype f16 \
+  if run make_checkpoint 150 "${deno_run[@]}" bench/make_checkpoint.ts --out "$ckpt" --dtype f16 \
     --family sd15; then
-    run pipeline_512 120 deno run -A bench/pipeline.ts --model "$ckpt" --tokenizer "$tok" \
+    run pipeline_512 120 "${deno_run[@]}" bench/pipeline.ts --model "$ckpt" --tokenizer "$tok" \
       --res 512 --steps 20 --dtype f16 --runs 2 --free-runs 2 --json "$work/pipeline_512.json"
   fi
   unet unet_sd21_768_b2 120 --arch sd21
   torch_peer peer_sd21 120 --arch sd21 --res 768 --dtype fp16 --batch 2
-  run summary 30 deno run -A bench/gpu_summary.ts "$work"
-  [ -f "$ckpt" ] && run load_checkpoint 60 deno run -A bench/load_checkpoint.ts --file "$ckpt" \
+  run summary 30 "${deno_run[@]}" bench/gpu_summary.ts "$work"
+  [ -f "$ckpt" ] && run load_checkpoint 60 "${deno_run[@]}" bench/load_checkpoint.ts --file "$ckpt" \
     --dtype f16 --tokenizer "$tok" --json "$work/load_checkpoint.json"
   rm -f "$ckpt"
   unet unet_sd15_f16_b1 60 --arch sd15 --batch 1
   unet unet_turbo_512_b1 60 --arch sd21 --base 512 --batch 1
   unet unet_sd15_f32_b2 60 --arch sd15 --dtype f32
-  run kernels 300 deno run -A bench/kernels.ts --json "$work/kernels.json"
+  run kernels 300 "${deno_run[@]}" bench/kernels.ts --json "$work/kernels.json"
 fi
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null
 say "total $((SECONDS - start)) s; status $status"
