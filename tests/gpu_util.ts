@@ -24,3 +24,15 @@ export function testDTypes(r: Runtime): DType[] {
 
 /** Deno.test options for GPU tests: WebGPU keeps resources alive across tests by design. */
 export const GPU_TEST = { sanitizeResources: false, sanitizeOps: false } as const;
+
+/**
+ * Whether tests that need `shader-f16` must be skipped (for `ignore:`): true, after printing why,
+ * when the adapter lacks it; never under CI=true, where they run (and fail without it: CI's
+ * llvmpipe has shader-f16).
+ */
+export async function f16Unavailable(): Promise<boolean> {
+  const r = await testRuntime();
+  if (r.gpu.hasF16 || Deno.env.get("CI") === "true") return false;
+  console.log(`skipped: the f16 tests need shader-f16, which ${r.gpu.adapterName} lacks`);
+  return true;
+}

@@ -3,9 +3,25 @@ import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
 import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
 import { sampleLatents, schedulerFor } from "../../src/pipeline/sample.ts";
-import type { Rng } from "../../src/rng/torch_randn.ts";
+import type { Tensor } from "../../src/gpu/tensor.ts";
+import { batchConcat } from "../../src/ops/layout.ts";
 import { GPU_TEST, testRuntime } from "../gpu_util.ts";
 import { assertClose, dumpDir, errorStats, fixture, modelDir } from "../util.ts";
+import { checkPastIllConditioned, guide } from "./conditioning.ts";
+import { readManifest, replayRng, runOptions } from "./sample_fixture.ts";
+
+/**
+ * Runs with an ill-conditioned U-Net call on the random model, by run: the call. The steps before
+ * it are held to 1e-4 of scale, the steps after it to a bound measured from the conditioning
+ * (conditioning.ts). Measured on llvmpipe: at tiny-sd2__unipc_64's last call our f32 input error
+ * of 1.3e-5 of scale moves the guided output by 3.6e-2 of scale (gain ~1000; the final latents
+ * end 7.5e-3 of scale off); at tiny-sd15__kdpm2_a_64's second call 7e-6 moves it by 4.7e-4, which
+ * leaves the later latents 2e-4 of scale off.
+ */
+const ILL_CONDITIONED: Record<string, number> = {
+  "tiny-sd2__unipc_64": 3, // the last call (t 201)
+  "tiny-sd15__kdpm2_a_64": 1, // the second call of the first step (t 501)
+};
 
 const RUNS = [
   "tiny-sd15__pndm",
@@ -21,9 +37,7 @@ const RUNS = [
   "tiny-sd15__euler_200x120",
   // the newer samplers at 64×64 (tests/schedulers_test.ts replays all 22 runs on the CPU with the
   // recorded U-Net outputs): two-call steps, a draw in every call, 5-term lincombs, SDE noise,
-  // Karras σ, the UniPC corrector and DDPM, in ε and v. (tiny-sd2__unipc_64's last call and
-  // tiny-sd15__kdpm2_a_64's second are ill-conditioned on the random U-Net: an input change of
-  // 3e-5 moves the output by 1.5e-2, so f32 kernels cannot follow them to 1e-4.)
+  // Karras σ, the UniPC corrector and DDPM, in ε and v
   "tiny-sd15__heun_64",
   "tiny-sd2__kdpm2_64",
   "tiny-sd2__kdpm2_a_64",
@@ -31,32 +45,8 @@ const RUNS = [
   "tiny-sd15__dpmpp2m_sde_karras_64",
   "tiny-sd15__unipc_64",
   "tiny-sd15__ddpm_64",
+  ...Object.keys(ILL_CONDITIONED),
 ];
-
-/** An rng that replays the fixture's draws: the initial noise, then every in-step draw. */
-async function replayRng(base: URL): Promise<{ rng: Rng; left: () => number }> {
-  const draws: Float32Array[] = [(await fixture("latents_init_noise.npy", base)).data];
-  try {
-    const steps = await fixture("step_noise.npy", base);
-    const per = steps.shape.slice(1).reduce((a, b) => a * b, 1);
-    for (let k = 0; k < steps.shape[0]; k++) draws.push(steps.data.slice(k * per, (k + 1) * per));
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  let next = 0;
-  return {
-    rng: {
-      randn(shape: number[]) {
-        const n = shape.reduce((a, b) => a * b, 1);
-        const d = draws[next++];
-        assert.ok(d, `the sampler drew more noise than the reference (draw ${next})`);
-        assert.equal(d.length, n, `draw ${next} has ${n} values, the reference ${d.length}`);
-        return d;
-      },
-    },
-    left: () => draws.length - next,
-  };
-}
 
 const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(model: string): Promise<Pipeline> {
@@ -76,29 +66,28 @@ for (const run of RUNS) {
     ignore: modelDir(model) === undefined || base === undefined,
     ...GPU_TEST,
     fn: async () => {
-      const manifest = JSON.parse(await Deno.readTextFile(new URL("manifest.json", base!)));
-      const args = manifest.args;
+      const manifest = await readManifest(base!);
       const pipe = await pipeFor(model);
-      const embeds = await encodePrompt(pipe, args.prompt, {
-        negativePrompt: args.negative_prompt ?? "",
+      const embeds = await encodePrompt(pipe, manifest.args.prompt, {
+        negativePrompt: manifest.args.negative_prompt ?? "",
       });
       const { rng, left } = await replayRng(base!);
       const stepsOut = await fixture("step_latents_out.npy", base);
       const per = stepsOut.shape.slice(1).reduce((a, b) => a * b, 1);
+      const ill = ILL_CONDITIONED[run] ?? Infinity;
+      // past an ill-conditioned call: every call's guided U-Net output, as the sampler used it
+      const unetOut: Promise<Float32Array>[] = [];
+      const capture = (name: string, t: Tensor) => {
+        if (name === "conv_out") unetOut.push(t.read());
+      };
       const errors: string[] = [];
+      const latents: Float32Array[] = [];
       let worst = 0;
       let last;
       for await (
         const s of sampleLatents(pipe, embeds, {
-          steps: args.steps,
-          guidance: args.guidance,
-          // the dump's own scheduler config, as a diffusers config object
-          scheduler: { ...manifest.scheduler_config, _class_name: manifest.scheduler_class },
-          eta: args.eta || undefined,
-          karras: args.karras || undefined,
-          width: manifest.width,
-          height: manifest.height,
-          rng,
+          ...runOptions(manifest, rng), // the dump's own scheduler config, as a diffusers object
+          unet: ill < Infinity ? { capture } : undefined,
         })
       ) {
         assertClose([s.timestep], [manifest.timesteps[s.index]], {
@@ -107,6 +96,9 @@ for (const run of RUNS) {
           label: `timestep of step ${s.index}`,
         });
         const got = await s.latents.read();
+        latents.push(got);
+        last = s.latents;
+        if (s.index >= ill) continue;
         const ref = stepsOut.data.subarray(s.index * per, (s.index + 1) * per);
         const st = errorStats(got, ref);
         worst = Math.max(worst, st.maxAbs / st.scale);
@@ -118,30 +110,62 @@ for (const run of RUNS) {
           rtol: 0,
           label: `${run} step ${s.index}\n${errors.join("\n")}`,
         });
-        last = s.latents;
       }
-      assert.equal(errors.length, manifest.timesteps.length);
+      assert.equal(latents.length, manifest.timesteps.length);
       assert.equal(left(), 0, "every reference draw was used");
+      let moved: Float32Array | undefined;
+      if (ill < Infinity) {
+        const outputs = (await Promise.all(unetOut)).map((b) => guide(b, manifest.args.guidance));
+        using context = batchConcat([embeds.uncond, embeds.cond]);
+        const checked = await checkPastIllConditioned({
+          pipe,
+          context,
+          base: base!,
+          manifest,
+          call: ill,
+          latents,
+          outputs,
+        });
+        console.log(`${run}: steps before call ${ill} within ${worst.toExponential(2)} of scale`);
+        console.log(checked.lines.join("\n"));
+        moved = checked.moved;
+      }
       const final = await fixture("latents_final.npy", base);
       const got = await last!.read();
-      assertClose(got, final.data, {
-        atol: 2e-4 * errorStats(got, final.data).scale,
-        rtol: 0,
-        label: "final latents",
-      });
+      if (!moved) { // else the last call's check above held them
+        assertClose(got, final.data, {
+          atol: 2e-4 * errorStats(got, final.data).scale,
+          rtol: 0,
+          label: "final latents",
+        });
+      }
+      const shape = last!.shape;
       const image = await decodeLatents(pipe, last!);
       last!.dispose();
       embeds.dispose();
       assert.deepEqual([image.height, image.width], [manifest.height, manifest.width]);
       const float = await fixture("image_float.npy", base);
-      assertClose(image.float, float.data, { atol: 2e-4, rtol: 0, label: "image_float" });
+      // past an ill-conditioned call, the image may differ by as much as the fixture's final
+      // latents moved by the measured conditioning decode to
+      let bound = 0;
+      if (moved) {
+        using m = pipe.rt.upload(moved, shape);
+        bound = errorStats((await decodeLatents(pipe, m)).float, float.data).maxAbs;
+        console.log(
+          `${run} image: max |Δ| ${
+            errorStats(image.float, float.data).maxAbs.toExponential(2)
+          }, the conditioning bound ${bound.toExponential(2)}`,
+        );
+      }
+      assertClose(image.float, float.data, { atol: 2e-4 + bound, rtol: 0, label: "image_float" });
       const u8 = await fixture("image_uint8.npy", base);
       let off = 0;
+      const u8Tol = 1 + Math.ceil(bound * 255);
       for (let i = 0; i < u8.data.length; i++) {
         const px = Math.floor(i / 3), c = i % 3;
-        if (Math.abs(image.data[px * 4 + c] - u8.data[i]) > 1) off++;
+        if (Math.abs(image.data[px * 4 + c] - u8.data[i]) > u8Tol) off++;
       }
-      assert.equal(off, 0, `${off} pixel values differ from image_uint8 by more than 1`);
+      assert.equal(off, 0, `${off} pixel values differ from image_uint8 by more than ${u8Tol}`);
       console.log(`${run}: worst step latent |Δ| ${worst.toExponential(2)} of scale`);
     },
   });
@@ -170,56 +194,6 @@ Deno.test({
     embeds.dispose();
   },
 });
-
-for (const run of ["tiny-sd15__pndm", "tiny-sd15__heun_64"]) {
-  const base = dumpDir(run);
-  Deno.test({
-    name: `pipeline: f16 compute stays within f16 tolerance of the f32 reference (${run})`,
-    ignore: base === undefined,
-    ...GPU_TEST,
-    fn: async () => {
-      const rt = await testRuntime();
-      if (!rt.gpu.hasF16) {
-        console.log("skipped: the adapter has no shader-f16");
-        return;
-      }
-      const manifest = JSON.parse(await Deno.readTextFile(new URL("manifest.json", base!)));
-      const pipe = await loadPipeline(modelDir("tiny-sd15")!, { dtype: "f16", runtime: rt });
-      try {
-        assert.equal(pipe.dtype, "f16");
-        const embeds = await encodePrompt(pipe, manifest.args.prompt);
-        let last;
-        for await (
-          const s of sampleLatents(pipe, embeds, {
-            steps: 4,
-            seed: 0,
-            scheduler: manifest.scheduler_class,
-            width: manifest.width,
-            height: manifest.height,
-          })
-        ) last = s.latents;
-        const final = await fixture("latents_final.npy", base);
-        const got = await last!.read();
-        const st = errorStats(got, final.data);
-        assert.ok(
-          st.nmse < 1e-4,
-          `f16 latents NMSE ${st.nmse} (max |Δ| ${st.maxAbs} of ${st.scale})`,
-        );
-        const image = await decodeLatents(pipe, last!);
-        const float = await fixture("image_float.npy", base);
-        const ist = errorStats(image.float, float.data);
-        assert.ok(ist.maxAbs < 2e-2, `f16 image max |Δ| ${ist.maxAbs}`);
-        console.log(
-          `${run} f16: latents NMSE ${st.nmse.toExponential(2)}, image max ${ist.maxAbs}`,
-        );
-        last!.dispose();
-        embeds.dispose();
-      } finally {
-        pipe.dispose();
-      }
-    },
-  });
-}
 
 Deno.test({
   name: "pipeline: abort stops the loop and bad sizes are refused with the fix",
