@@ -8,13 +8,15 @@
 #
 # Runs at nice 5: above a trainer at nice 10 (it is done in minutes), below interactive work.
 #
-# usage: bash train/ship.sh [RUN]    (default RUN: /var/tmp/denoise-train/run1)
+# usage: bash train/ship.sh [RUN [--raw]]    (default RUN: /var/tmp/denoise-train/run1; --raw ships
+#        the raw weights instead of the EMA ones, e.g. at the end of a learning-rate cooldown)
 set -euo pipefail
 cd "$(dirname "$0")"
 run="${1:-/var/tmp/denoise-train/run1}"
+shift || true
 py=/usr/bin/python3
 export OMP_WAIT_POLICY=PASSIVE
-nice -n 5 "$py" export.py --run "$run" --out ../models/denoise-emoji --fixture ../tests/fixtures/denoise-emoji
+nice -n 5 "$py" export.py --run "$run" "$@" --out ../models/denoise-emoji --fixture ../tests/fixtures/denoise-emoji
 nice -n 5 "$py" eval.py score --model ../models/denoise-emoji --json results/eval.json \
   --sheet results/contact_sheet.png --history results/checkpoints.json
 nice -n 5 "$py" results.py --run "$run"
