@@ -19,9 +19,8 @@
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import type { Pipeline } from "../../src/pipeline/load.ts";
 import { schedulerFor } from "../../src/pipeline/sample.ts";
-import { sampleCpu } from "../../src/schedulers/cpu.ts";
 import { assertClose, errorStats, fixture } from "../util.ts";
-import { type Manifest, replayRng, row, runOptions } from "./sample_fixture.ts";
+import { type Manifest, replayCpu, replayRng, row, runOptions } from "./sample_fixture.ts";
 
 /** The guided output `(1 − g)·u + g·c` of a `[2, …]` U-Net batch ordered (uncond, cond). */
 export function guide(batch: Float32Array, g: number): Float32Array {
@@ -105,24 +104,8 @@ export async function checkPastIllConditioned(
   }
 
   // 2. CPU replays: the fixture's outputs before c, then ours / the fixture's moved by the response
-  const replay = async (output: (k: number) => Float32Array) => {
-    const s = schedulerFor(pipe, runOptions(manifest, (await replayRng(base)).rng));
-    const noise = await read("latents_init_noise.npy");
-    let steps;
-    try {
-      steps = await read("step_noise.npy");
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-    let draw = 0;
-    const out: Float32Array[] = [];
-    sampleCpu(s, noise.data, {
-      model: (_x, _t, k) => k < c ? row(pred, k) : output(k),
-      randn: () => row(steps!, draw++),
-      onStep: (k, x) => out[k] = x.slice(),
-    });
-    return out;
-  };
+  const replay = (output: (k: number) => Float32Array) =>
+    replayCpu(pipe, base, manifest, (k) => k < c ? row(pred, k) : output(k));
   const ours = await replay((k) => run.outputs[k]);
   // the response of the trajectory to the measured output changes, on the fixture's trajectory (a
   // bug of our scheduler moves both replays alike, so it cannot widen the bound)

@@ -5,9 +5,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { SampleOptions } from "../../src/pipeline/sample.ts";
+import type { Pipeline } from "../../src/pipeline/load.ts";
+import { type SampleOptions, schedulerFor } from "../../src/pipeline/sample.ts";
 import type { Rng } from "../../src/rng/torch_randn.ts";
-import type { SchedulerConfig } from "../../src/schedulers/mod.ts";
+import { sampleCpu, type SchedulerConfig } from "../../src/schedulers/mod.ts";
 import { fixture } from "../util.ts";
 
 /** What the tests read of a dump's `manifest.json`. */
@@ -75,4 +76,35 @@ export function runOptions(manifest: Manifest, rng: Rng): SampleOptions {
     height: manifest.height,
     rng,
   };
+}
+
+/**
+ * The dump's run replayed on the CPU (our scheduler, the dump's draws) with `output(k)` as the
+ * guided U-Net output of call k: the latents after every call.
+ */
+export async function replayCpu(
+  pipe: Pick<Pipeline, "schedulerConfig">,
+  base: URL,
+  manifest: Manifest,
+  output: (k: number) => Float32Array,
+): Promise<Float32Array[]> {
+  const scheduler = schedulerFor(pipe, runOptions(manifest, (await replayRng(base)).rng));
+  const noise = await fixture("latents_init_noise.npy", base);
+  let steps: { shape: number[]; data: Float32Array } | undefined;
+  try {
+    steps = await fixture("step_noise.npy", base);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  let draw = 0;
+  const out: Float32Array[] = [];
+  sampleCpu(scheduler, noise.data, {
+    model: (_x, _t, k) => output(k),
+    randn: () => {
+      assert.ok(steps && draw < steps.shape[0], "the replay drew more noise than the reference");
+      return row(steps, draw++);
+    },
+    onStep: (k, x) => out[k] = x.slice(),
+  });
+  return out;
 }
