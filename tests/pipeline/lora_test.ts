@@ -4,7 +4,7 @@ import { activeLoras, applyLoras, mergeLoraInto } from "../../src/pipeline/lora.
 import { loraMergeRef } from "../../src/reference/lora.ts";
 import { loadLora } from "../../src/weights/lora.ts";
 import { openModelSource, readComponent } from "../../src/weights/source.ts";
-import { GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
+import { f16Unavailable, GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
 import { bytesOf, encodeSafetensors, modelDir } from "../weights/fixtures.ts";
 import {
@@ -196,13 +196,9 @@ for (const { format, dtype, layers } of FORMATS) {
 Deno.test({
   name: "LoRA: two LoRAs with their own weights on the f16 model; switching weights and back to " +
     "weight 0 gives the base weights bit for bit",
+  ignore: await f16Unavailable(),
   ...GPU_TEST,
   fn: async () => {
-    const rt = await testRuntime();
-    if (!rt.gpu.hasF16) {
-      console.log("skipped: the adapter has no shader-f16");
-      return;
-    }
     const a = makeLora(shapes, { format: "kohya", dtype: "F16", seed: 1, layers: "locon" });
     const b = makeLora(shapes, { format: "peft", dtype: "F32", seed: 2 });
     const loraA = await loadLora(await write("a", a.bytes));
