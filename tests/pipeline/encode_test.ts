@@ -1,20 +1,15 @@
 import assert from "node:assert/strict";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
-import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
+import type { Pipeline } from "../../src/pipeline/load.ts";
 import { applyWeights } from "../../src/pipeline/prompt_parse.ts";
-import { GPU_TEST, testRuntime } from "../gpu_util.ts";
+import { testPipeline } from "./pipes.ts";
+import { GPU_TEST } from "../gpu_util.ts";
 import { assertClose, assertCloseToScale, errorStats, fixture, modelDir } from "../util.ts";
 
 const PROMPT = "a photo of an astronaut riding a horse on mars";
 
-const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(model: string): Promise<Pipeline> {
-  let p = pipes.get(model);
-  if (!p) {
-    p = testRuntime().then((runtime) => loadPipeline(modelDir(model)!, { dtype: "f32", runtime }));
-    pipes.set(model, p);
-  }
-  return p;
+  return testPipeline(model, { dtype: "f32" });
 }
 
 /** The text encoder's output for `ids` (77 of them), read back: [77·D]. */

@@ -2,10 +2,11 @@ import assert from "node:assert/strict";
 import { decodePng } from "../../src/io/png.ts";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
-import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
+import type { Pipeline } from "../../src/pipeline/load.ts";
 import { sampleLatents } from "../../src/pipeline/sample.ts";
 import type { Rng } from "../../src/rng/torch_randn.ts";
-import { GPU_TEST, testRuntime } from "../gpu_util.ts";
+import { testPipeline } from "./pipes.ts";
+import { GPU_TEST } from "../gpu_util.ts";
 import { assertClose, dumpDir, errorStats, fixture, modelDir } from "../util.ts";
 
 // img2img and inpainting end to end on the GPU (f32). tests/conditioning_test.ts replays all nine
@@ -48,16 +49,8 @@ async function replayRng(base: URL, manifest: { notes: { generator_draws_in_orde
   return { rng, left: () => draws.length - next };
 }
 
-const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(model: string): Promise<Pipeline> {
-  let p = pipes.get(model);
-  if (!p) {
-    p = testRuntime().then((runtime) =>
-      loadPipeline(modelDir(model)!, { dtype: "f32", runtime, vaeEncoder: true })
-    );
-    pipes.set(model, p);
-  }
-  return p;
+  return testPipeline(model, { dtype: "f32", vaeEncoder: true });
 }
 
 for (const run of RUNS) {

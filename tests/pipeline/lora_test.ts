@@ -4,6 +4,7 @@ import { activeLoras, applyLoras, mergeLoraInto } from "../../src/pipeline/lora.
 import { loraMergeRef } from "../../src/reference/lora.ts";
 import { loadLora } from "../../src/weights/lora.ts";
 import { openModelSource, readComponent } from "../../src/weights/source.ts";
+import { testPipeline } from "./pipes.ts";
 import { f16Unavailable, GPU_TEST, testDTypes, testRuntime } from "../gpu_util.ts";
 import { assertClose, randomArray } from "../util.ts";
 import { bytesOf, encodeSafetensors, modelDir } from "../weights/fixtures.ts";
@@ -21,14 +22,8 @@ const TMP = await Deno.makeTempDir({ prefix: "denoise-lora-" });
 const shapes = await modelShapes(SD15);
 const configs = (await openModelSource(SD15)).configs;
 
-const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(dtype: "f32" | "f16"): Promise<Pipeline> {
-  let p = pipes.get(dtype);
-  if (!p) {
-    p = testRuntime().then((runtime) => loadPipeline(SD15, { dtype, runtime }));
-    pipes.set(dtype, p);
-  }
-  return p;
+  return testPipeline("tiny-sd15", { dtype });
 }
 
 const baseValues = new Map<string, Promise<Map<string, Float32Array>>>();

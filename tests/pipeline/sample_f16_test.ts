@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
-import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
+import type { Pipeline } from "../../src/pipeline/load.ts";
 import { sampleLatents } from "../../src/pipeline/sample.ts";
-import { f16Unavailable, GPU_TEST, testRuntime } from "../gpu_util.ts";
+import { testPipeline } from "./pipes.ts";
+import { f16Unavailable, GPU_TEST } from "../gpu_util.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { assertClose, dumpDir, errorStats, fixture, modelDir } from "../util.ts";
 import { guide } from "./conditioning.ts";
@@ -49,14 +50,8 @@ const TOL = { nmse: 1e-4, image: 2e-2 };
 const NO_F16 = await f16Unavailable();
 
 /** One f16 pipeline per model, shared by its runs. */
-const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(model: string): Promise<Pipeline> {
-  let p = pipes.get(model);
-  if (!p) {
-    p = testRuntime().then((runtime) => loadPipeline(modelDir(model)!, { dtype: "f16", runtime }));
-    pipes.set(model, p);
-  }
-  return p;
+  return testPipeline(model, { dtype: "f16" });
 }
 
 for (const [run, check] of Object.entries(RUNS)) {

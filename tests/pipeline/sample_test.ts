@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { decodeLatents } from "../../src/pipeline/decode.ts";
 import { encodePrompt } from "../../src/pipeline/encode.ts";
-import { loadPipeline, type Pipeline } from "../../src/pipeline/load.ts";
+import type { Pipeline } from "../../src/pipeline/load.ts";
 import { sampleLatents, schedulerFor } from "../../src/pipeline/sample.ts";
 import type { Tensor } from "../../src/gpu/tensor.ts";
 import { batchConcat } from "../../src/ops/layout.ts";
-import { GPU_TEST, testRuntime } from "../gpu_util.ts";
+import { testPipeline } from "./pipes.ts";
+import { GPU_TEST } from "../gpu_util.ts";
 import { assertClose, dumpDir, errorStats, fixture, modelDir } from "../util.ts";
 import { checkPastIllConditioned, guide } from "./conditioning.ts";
 import { readManifest, replayRng, runOptions } from "./sample_fixture.ts";
@@ -48,14 +49,8 @@ const RUNS = [
   ...Object.keys(ILL_CONDITIONED),
 ];
 
-const pipes = new Map<string, Promise<Pipeline>>();
 function pipeFor(model: string): Promise<Pipeline> {
-  let p = pipes.get(model);
-  if (!p) {
-    p = testRuntime().then((runtime) => loadPipeline(modelDir(model)!, { dtype: "f32", runtime }));
-    pipes.set(model, p);
-  }
-  return p;
+  return testPipeline(model, { dtype: "f32" });
 }
 
 for (const run of RUNS) {
