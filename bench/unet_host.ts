@@ -14,6 +14,7 @@
  */
 import type { Runtime } from "../src/gpu/runtime.ts";
 import type { Tensor } from "../src/gpu/tensor.ts";
+import type { UNetFusions } from "../src/models/transformer_2d.ts";
 import type { UNet2DConditionModel } from "../src/models/unet.ts";
 import { threadCpuMs } from "./cpu_time.ts";
 
@@ -25,6 +26,11 @@ export interface HostFeature {
   description: string;
   /** Switches it on or off. */
   set(rt: Runtime, unet: UNet2DConditionModel, on: boolean): void;
+}
+
+/** The U-Net's dispatch fusion `name` as a host-side change. */
+function fusion(name: keyof UNetFusions, description: string): HostFeature {
+  return { name, description, set: (_rt, unet, on) => unet.fusions[name] = on };
 }
 
 /** Every host-side change, in the order they were made (the ladder of `--compare ladder`). */
@@ -39,46 +45,14 @@ export const HOST_FEATURES: readonly HostFeature[] = [
     description: "bind groups cached by pipeline, uniform slot and buffer ranges",
     set: (rt, _unet, on) => rt.recorder.cacheBindGroups = on,
   },
-  {
-    name: "qkv",
-    description: "q, k, v (cross-attention: k, v) from one GEMM on joined weights",
-    set: (_rt, unet, on) => unet.fusions.qkv = on,
-  },
-  {
-    name: "temb",
-    description: "every resnet's time_emb_proj in one GEMM, added in conv1's epilogue",
-    set: (_rt, unet, on) => unet.fusions.temb = on,
-  },
-  {
-    name: "tokens",
-    description: "GroupNorm writes tokens, proj_out writes NCHW + residual (no permutes)",
-    set: (_rt, unet, on) => unet.fusions.tokens = on,
-  },
-  {
-    name: "geglu",
-    description: "GEGLU in the epilogue of the feed-forward's input GEMM",
-    set: (_rt, unet, on) => unet.fusions.geglu = on,
-  },
-  {
-    name: "concat",
-    description: "up blocks' skip concatenation read in place by norm1 and the shortcut conv",
-    set: (_rt, unet, on) => unet.fusions.concat = on,
-  },
-  {
-    name: "ln",
-    description: "the transformer block's LayerNorms in the prologue of the GEMMs that read them",
-    set: (_rt, unet, on) => unet.fusions.ln = on,
-  },
-  {
-    name: "reduce",
-    description: "norm2 reads conv1's split-K partial sums in place of the reduce pass",
-    set: (_rt, unet, on) => unet.fusions.reduce = on,
-  },
-  {
-    name: "kv",
-    description: "every cross-attention's k, v from one GEMM on the text context",
-    set: (_rt, unet, on) => unet.fusions.kv = on,
-  },
+  fusion("qkv", "q, k, v (cross-attention: k, v) from one GEMM on joined weights"),
+  fusion("temb", "every resnet's time_emb_proj in one GEMM, added in conv1's epilogue"),
+  fusion("tokens", "GroupNorm writes tokens, proj_out writes NCHW + residual (no permutes)"),
+  fusion("geglu", "GEGLU in the epilogue of the feed-forward's input GEMM"),
+  fusion("concat", "up blocks' skip concatenation read in place by norm1 and the shortcut conv"),
+  fusion("ln", "the transformer block's LayerNorms in the prologue of the GEMMs that read them"),
+  fusion("reduce", "norm2 reads conv1's split-K partial sums in place of the reduce pass"),
+  fusion("kv", "every cross-attention's k, v from one GEMM on the text context"),
 ];
 
 /** One variant of the ladder and what recording a call cost with it. */
@@ -133,7 +107,8 @@ export function applyFeatures(rt: Runtime, unet: UNet2DConditionModel, on: strin
  * @example
  * ```ts
  * import type { Runtime } from "../src/gpu/runtime.ts";
- * import type { UNet2DConditionModel } from "../src/models/unet.ts";
+ * import type { UNetFusions } from "../src/models/transformer_2d.ts";
+import type { UNet2DConditionModel } from "../src/models/unet.ts";
  * import type { Tensor } from "../src/gpu/tensor.ts";
  * import { hostVariants, measureHost } from "./unet_host.ts";
  * declare const rt: Runtime, unet: UNet2DConditionModel, sample: Tensor, context: Tensor;
