@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ships the latest checkpoint of a training run as the bundled model: exports the EMA weights to
 # models/denoise-emoji (f16 diffusers folder), rewrites the engine-equivalence fixture
-# tests/fixtures/denoise-emoji, scores the model (train/results/eval.json, contact_sheet.png, one
+# tests/fixtures/denoise-emoji, scores the model (train/results/eval.json, contact_sheet.png, seeds.png, one
 # more row in checkpoints.json) and refreshes train/results/ for notebooks/04_training.ipynb.
 # Then: run tests/pipeline/emoji_model_test.ts, update the numbers in README.md and train/README.md,
 # and commit (each commit of the weights adds ~17 MB to the history: ship only real improvements).
@@ -18,5 +18,5 @@ py=/usr/bin/python3
 export OMP_WAIT_POLICY=PASSIVE
 nice -n 5 "$py" export.py --run "$run" "$@" --out ../models/denoise-emoji --fixture ../tests/fixtures/denoise-emoji
 nice -n 5 "$py" eval.py score --model ../models/denoise-emoji --json results/eval.json \
-  --sheet results/contact_sheet.png --history results/checkpoints.json
+  --sheet results/contact_sheet.png --seed-sheet results/seeds.png --history results/checkpoints.json
 nice -n 5 "$py" results.py --run "$run"
