@@ -1,5 +1,7 @@
 """The emoji data set as tensors, captions and sampling weights (built by train/build_data.py)."""
+import io
 import json
+import lzma
 import os
 import random
 
@@ -15,12 +17,28 @@ GROUPS = {0: "smileys & emotion", 1: "people & body", 3: "animals & nature", 4: 
           5: "travel & places", 6: "activities", 7: "objects", 8: "symbols", 9: "flags"}
 
 
+IMAGES = "images_64.npy"  # [N, 64, 64, 3] uint8, as build_data.py writes it
+PACKED = IMAGES + ".xz"  # the same .npy file, xz-compressed by pack_data.py (104 -> 14 MB)
+
+
+def load_images(root):
+    """The [N, 64, 64, 3] uint8 pictures of a data folder, from images_64.npy or its packed copy."""
+    path = os.path.join(root, IMAGES)
+    if os.path.exists(path):
+        return np.load(path)
+    if os.path.exists(os.path.join(root, PACKED)):
+        with lzma.open(os.path.join(root, PACKED)) as f:
+            return np.load(io.BytesIO(f.read()))
+    raise SystemExit(f"{root}: neither {IMAGES} nor {PACKED}; build the data set with train/build_data.py "
+                     "(or pack one with train/pack_data.py)")
+
+
 class EmojiData:
     def __init__(self, root, px):
         self.root = root
         self.concepts = json.load(open(os.path.join(root, "concepts.json")))
         self.items = json.load(open(os.path.join(root, "items.json")))
-        imgs = torch.from_numpy(np.load(os.path.join(root, "images_64.npy"))).permute(0, 3, 1, 2).float()
+        imgs = torch.from_numpy(load_images(root)).permute(0, 3, 1, 2).float()
         if px != 64:
             imgs = F.interpolate(imgs, size=(px, px), mode="area")  # box filter: 2x2 mean at 32 px
         self.images = (imgs / 127.5 - 1.0).contiguous()  # [N, 3, px, px] in [-1, 1]

@@ -24,6 +24,7 @@ import st  # noqa: E402
 from configs import SCHEDULER  # noqa: E402
 from sampling import generate  # noqa: E402
 from tokenizer import Tokenizer, read_clip_merges  # noqa: E402
+from accel import load_checkpoint  # noqa: E402
 from train import normalised_vae  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,7 @@ MODEL_INDEX = {
 CARD = """# denoise-emoji
 
 A tiny Stable Diffusion (diffusers layout: UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
-CLIP BPE tokenizer, DDIM scheduler) trained from scratch on CPU by denoise's `train/` recipe on
+CLIP BPE tokenizer, DDIM scheduler) trained from scratch on {where} by denoise's `train/` recipe on
 {px}x{px} emoji pictures. ε-prediction on SD's scaled_linear schedule; latents {lat}x{lat}x4.
 
 Training: {summary}
@@ -63,13 +64,13 @@ def write_json(path, obj):
 
 
 def export(args):
-    vae_ck = torch.load(os.path.join(args.run, "vae.pt"))
+    vae_ck = load_checkpoint(os.path.join(args.run, "vae.pt"))
     dec = os.path.join(args.run, "vae_dec.pt")
     if os.path.exists(dec) and not args.no_decoder_ft:  # the decoder fine-tuned on the frozen encoder
-        d = torch.load(dec)
+        d = load_checkpoint(dec)
         vae_ck = {**vae_ck, "model": d["model"], "decoder_state": d["state"]}
     vae = normalised_vae(vae_ck)
-    ck = torch.load(os.path.join(args.run, "unet.pt"))
+    ck = load_checkpoint(os.path.join(args.run, "unet.pt"))
     pre = "" if args.raw else "ema_"
     out = args.out
     tmp = out.rstrip("/") + ".tmp"
@@ -89,8 +90,12 @@ def export(args):
     px = vae.config["sample_size"]
     dv = vae_ck.get("decoder_state")
     dec_note = f", decoder fine-tuned to step {dv['step']} ({dv['cpu'] / 3600:.2f} CPU-hours in all)" if dv else ""
-    summary = (f"VAE {v['step']} steps ({v['samples']} images, {v['cpu'] / 3600:.2f} CPU-hours{dec_note}); U-Net + "
-               f"text encoder {s['step']} steps ({s['samples']} samples, {s['cpu'] / 3600:.2f} CPU-hours), "
+    vae_note = (f"VAE of {vae_ck['from']} ({v['step']} steps, {v['cpu'] / 3600:.2f} CPU-hours{dec_note})"
+                if vae_ck.get("from") else
+                f"VAE {v['step']} steps ({v['samples']} images, {v['cpu'] / 3600:.2f} CPU-hours{dec_note})")
+    unet_cost = (f"{s['wall'] / 60:.1f} minutes on {s['device']}" if s.get("device")
+                 else f"{s['cpu'] / 3600:.2f} CPU-hours")
+    summary = (f"{vae_note}; U-Net + text encoder {s['step']} steps ({s['samples']} samples, {unet_cost}), "
                f"{'raw' if args.raw else 'EMA'} weights.")
     write_json(os.path.join(tmp, "training.json"), {
         "unet_step": s["step"], "unet_samples": s["samples"], "unet_cpu_h": round(s["cpu"] / 3600, 2),
@@ -99,9 +104,12 @@ def export(args):
         "vae_decoder_cpu_h": round((dv["cpu"] - v["cpu"]) / 3600, 2) if dv else 0.0,
         "weights": "raw" if args.raw else "EMA",
         **({"unet_lr_decay": s["decay"]} if s.get("decay") else {}),
+        **({"unet_device": s["device"], "unet_wall_h": round(s["wall"] / 3600, 3)} if s.get("device") else {}),
+        **({"vae_from": vae_ck["from"]} if vae_ck.get("from") else {}),
     })
     with open(os.path.join(tmp, "README.md"), "w") as f:
-        f.write(CARD.format(px=px, lat=px // vae.scale_factor, summary=summary, merges=ck["merges"]))
+        where = "CPU (the VAE) and a GPU (the U-Net and text encoder)" if s.get("device") else "CPU"
+        f.write(CARD.format(px=px, lat=px // vae.scale_factor, summary=summary, merges=ck["merges"], where=where))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)

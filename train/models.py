@@ -335,7 +335,7 @@ class TimestepEmbedding(nn.Module):
 def timestep_features(t, dim, flip_sin_to_cos=True, shift=0.0):
     """diffusers' Timesteps: exp(-ln(10000)·i/(half−shift)) frequencies; [cos, sin] when flipped."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / (half - shift))
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - shift))
     args = t.float()[:, None] * freqs[None, :]  # [B, half]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     return torch.cat([emb[:, half:], emb[:, :half]], dim=-1) if flip_sin_to_cos else emb
@@ -470,7 +470,7 @@ class CLIPTextModel(nn.Module):
         tm = self.text_model
         n = ids.shape[1]
         x = tm.embeddings.token_embedding(ids) + tm.embeddings.position_embedding.weight[:n]
-        mask = torch.full((n, n), float("-inf")).triu(1)  # [L, L]
+        mask = torch.full((n, n), float("-inf"), device=ids.device).triu(1)  # [L, L]
         for layer in tm.encoder.layers:
             x = layer(x, mask)
         return tm.final_layer_norm(x)

@@ -36,25 +36,29 @@ def initial_noise(seeds, shape):
 def generate(unet, text_encoder, vae, tokenizer, prompts, seeds, steps=20, guidance=7.5, trace=None,
              negative=""):
     """Images [B, 3, H, W] in [0, 1] for prompts and seeds. `trace` (a dict) receives the
-    embeddings, initial noise, every step's latents and the decoded image."""
+    embeddings, initial noise, every step's latents and the decoded image (all on the CPU).
+    Runs on the models' device; the initial noise is drawn on the CPU, so every device starts
+    from the same latents."""
+    dev = next(unet.parameters()).device
     ac = alphas_cumprod()
     lat = unet.config["sample_size"]
-    x = initial_noise(seeds, (unet.config["in_channels"], lat, lat))  # [B, 4, h, w]
-    cond = text_encoder(torch.tensor([tokenizer(p) for p in prompts]))  # [B, L, D]
-    uncond = text_encoder(torch.tensor([tokenizer(negative)] * len(prompts)))
+    x = initial_noise(seeds, (unet.config["in_channels"], lat, lat)).to(dev)  # [B, 4, h, w]
+    cond = text_encoder(torch.tensor([tokenizer(p) for p in prompts], device=dev))  # [B, L, D]
+    uncond = text_encoder(torch.tensor([tokenizer(negative)] * len(prompts), device=dev))
     if trace is not None:
-        trace.update(cond=cond.clone(), uncond=uncond.clone(), noise=x.clone(), steps=[], timesteps=[])
+        trace.update(cond=cond.cpu().clone(), uncond=uncond.cpu().clone(), noise=x.cpu().clone(), steps=[],
+                     timesteps=[])
     for t in ddim_timesteps(steps):
-        tt = torch.full((2 * len(prompts),), t, dtype=torch.long)
+        tt = torch.full((2 * len(prompts),), t, dtype=torch.long, device=dev)
         eps_u, eps_c = unet(torch.cat([x, x]), tt, torch.cat([uncond, cond])).chunk(2)
         eps = eps_u + guidance * (eps_c - eps_u) if guidance > 1 else eps_c
         x = ddim_step(eps, t, x, steps, ac)
         if trace is not None:
-            trace["steps"].append(x.clone())
+            trace["steps"].append(x.cpu().clone())
             trace["timesteps"].append(t)
     img = vae.decode(x / vae.config["scaling_factor"])  # [B, 3, H, W]
-    out = (img / 2 + 0.5).clamp(0, 1)
+    out = (img / 2 + 0.5).clamp(0, 1).cpu()
     if trace is not None:
-        trace["decoded"] = img.clone()
+        trace["decoded"] = img.cpu().clone()
         trace["image"] = out.clone()
     return out
