@@ -21,7 +21,7 @@
 # is warm, and the same command then resumes from it (at the cooled-down rate: RUN=/tmp/x starts anew).
 #
 # Knobs (environment): MINUTES (training, 6), COOLDOWN (minutes of lr cooldown at its end, 1.5),
-# CHANNELS (64,128,192), LAYERS (1), TEXT_LAYERS (4), WIDTH (128), BATCH (256), LR (1e-3),
+# CHANNELS (32,64,128), LAYERS (1), TEXT_LAYERS (2), WIDTH (128), BATCH (256), LR (1e-3),
 # WARMUP (500), EVERY (checkpoint minutes, 1.5), DEVICE (default: cuda if present), AMP (auto),
 # THREADS (8), EVAL_STEPS (20), SEEDS (16), PY (python3), DATA (.train-data/emoji),
 # CLASSIFIER (.train-data/classifier.pt), VAE_FROM (models/denoise-emoji), RUN (/tmp/denoise-device-run),
@@ -32,8 +32,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?OUT: the folder whose files come back (the device tool sets it)}"
-MINUTES=${MINUTES:-6} COOLDOWN=${COOLDOWN:-1.5} CHANNELS=${CHANNELS:-64,128,192} LAYERS=${LAYERS:-1}
-TEXT_LAYERS=${TEXT_LAYERS:-4} WIDTH=${WIDTH:-128} BATCH=${BATCH:-256} LR=${LR:-1e-3} WARMUP=${WARMUP:-500}
+MINUTES=${MINUTES:-6} COOLDOWN=${COOLDOWN:-1.5} CHANNELS=${CHANNELS:-32,64,128} LAYERS=${LAYERS:-1}
+TEXT_LAYERS=${TEXT_LAYERS:-2} WIDTH=${WIDTH:-128} BATCH=${BATCH:-256} LR=${LR:-1e-3} WARMUP=${WARMUP:-500}
 EVERY=${EVERY:-1.5} DEVICE=${DEVICE:-} AMP=${AMP:-auto} THREADS=${THREADS:-8} EVAL_STEPS=${EVAL_STEPS:-20}
 SEEDS=${SEEDS:-16} PY=${PY:-python3} DATA=${DATA:-.train-data/emoji} CLASSIFIER=${CLASSIFIER:-.train-data/classifier.pt}
 VAE_FROM=${VAE_FROM:-models/denoise-emoji} RUN=${RUN:-/tmp/denoise-device-run} DEADLINE=${DEADLINE:-525}
