@@ -43,6 +43,11 @@ def enable_tf32():
         print(f"TF32 left as it was: {e}", flush=True)
 
 
+def device_of(module):
+    """The device a module's parameters live on."""
+    return next(module.parameters()).device
+
+
 def describe(dev):
     if dev.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(dev)} (torch {torch.__version__})"

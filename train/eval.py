@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from accel import add_device_args, cpu_tree, load_checkpoint, pick_device  # noqa: E402
+from accel import add_device_args, cpu_tree, device_of, load_checkpoint, pick_device  # noqa: E402
 from data import GROUP_WEIGHT, EmojiData  # noqa: E402
 from export import load_exported  # noqa: E402
 from sampling import generate  # noqa: E402
@@ -180,16 +180,18 @@ def over_seeds(clf, index, model, args):
                                      steps=args.steps, guidance=args.guidance)
                             for i in range(0, len(seeds), 16)])  # [S, 3, H, W]
         first = images if first is None else first
-        x = images * 2 - 1 if images.shape[-1] == 32 else F.interpolate(images * 2 - 1, size=(32, 32), mode="area")
-        with torch.no_grad():
-            t1, t5 = topk(clf(x.to(clf_device(clf))).cpu(), [[index[prompt]]] * len(seeds))
+        t1, t5 = topk(classify(clf, images), [[index[prompt]]] * len(seeds))
         per_prompt[prompt] = {"top1": round(t1, 4), "top5": round(t5, 4)}
     mean = {k: round(sum(p[k] for p in per_prompt.values()) / len(per_prompt), 4) for k in ("top1", "top5")}
     return {"prompts": len(SHEET), "seeds": len(seeds), **mean, "per_prompt": per_prompt}, first
 
 
-def clf_device(module):
-    return next(module.parameters()).device
+def classify(clf, images):
+    """The classifier's logits (on the CPU) for generated pictures [B, 3, H, W] in [0, 1], brought
+    to its 32 px in [-1, 1]."""
+    x = images * 2 - 1 if images.shape[-1] == 32 else F.interpolate(images * 2 - 1, size=(32, 32), mode="area")
+    with torch.no_grad():
+        return clf(x.to(device_of(clf))).cpu()
 
 
 def calibrate(clf, vae, root, n=512):
@@ -199,7 +201,7 @@ def calibrate(clf, vae, root, n=512):
         return None
     data = EmojiData(root, 32)
     idx = random.Random(5).sample(data.indices("train"), n)
-    x = data.images[idx].to(clf_device(vae))
+    x = data.images[idx].to(device_of(vae))
     with torch.no_grad():
         rec = torch.cat([vae.decode(vae.encode(x[i:i + 128])[0]) for i in range(0, n, 128)]).clamp(-1, 1)
         top1, top5 = topk(clf(rec).cpu(), [[data.items[i]["concept"]] for i in idx])
@@ -227,10 +229,7 @@ def score(args):
                  steps=args.steps, guidance=args.guidance)
         for i in range(0, len(rows), 16)])
     gen_s = time.time() - t0
-    px = images.shape[-1]
-    x = images * 2 - 1 if px == 32 else F.interpolate(images * 2 - 1, size=(32, 32), mode="area")
-    with torch.no_grad():
-        logits = clf(x.to(dev)).cpu()
+    logits = classify(clf, images)
     result = {"model": os.path.normpath(args.model), "device": str(dev), "seed": args.seed, "steps": args.steps,
               "guidance": args.guidance, "classifier_heldout_top1": ck["heldout_top1"],
               "classifier_heldout_top5": ck["heldout_top5"], "generate_seconds": round(gen_s, 1)}

@@ -12,7 +12,6 @@ EmojiData reads the packed folder as it reads the built one; this script checks 
 same uint8 pictures and the same training tensors, and prints what would travel.
 """
 import argparse
-import hashlib
 import lzma
 import os
 import shutil
@@ -24,20 +23,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from build_data import sha256  # noqa: E402
 from data import IMAGES, PACKED, EmojiData, load_images  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, ".."))
 JSONS = ["concepts.json", "items.json", "build.json"]
 MiB = 1 << 20
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def copy_atomic(src, dst):

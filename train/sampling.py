@@ -3,6 +3,7 @@ guidance, computed as diffusers' DDIMScheduler does (float32 betas, "leading" sp
 steps_offset 1, set_alpha_to_one False), so the engine's DDIM replays it step by step."""
 import torch
 
+from accel import device_of
 from configs import SCHEDULER
 
 
@@ -39,7 +40,7 @@ def generate(unet, text_encoder, vae, tokenizer, prompts, seeds, steps=20, guida
     embeddings, initial noise, every step's latents and the decoded image (all on the CPU).
     Runs on the models' device; the initial noise is drawn on the CPU, so every device starts
     from the same latents."""
-    dev = next(unet.parameters()).device
+    dev = device_of(unet)
     ac = alphas_cumprod()
     lat = unet.config["sample_size"]
     x = initial_noise(seeds, (unet.config["in_channels"], lat, lat)).to(dev)  # [B, 4, h, w]
